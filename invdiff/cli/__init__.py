@@ -1,0 +1,29 @@
+"""The `invdiff` command line: one file per command group."""
+
+from __future__ import annotations
+
+import typer
+
+app = typer.Typer(
+    name="invdiff",
+    help="Solve imaging inverse problems with a diffusion prior.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+
+def _register() -> None:
+    from invdiff.cli import data, operators, sample, train
+
+    app.add_typer(data.app, name="data")
+    app.add_typer(operators.app, name="operators")
+    app.command("train")(train.train)
+    app.command("sample")(sample.sample)
+
+
+_register()
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,5 @@
+"""Placeholder until written."""
+
+import typer
+
+app = typer.Typer()

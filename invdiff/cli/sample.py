@@ -1,0 +1,5 @@
+"""Placeholder until written."""
+
+
+def sample() -> None:
+    raise NotImplementedError

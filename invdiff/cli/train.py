@@ -1,0 +1,5 @@
+"""Placeholder until written."""
+
+
+def train() -> None:
+    raise NotImplementedError
