@@ -1,0 +1,239 @@
+"""Forward operators: the measurement model y = A(x) + noise_std * n, n ~ N(0, I).
+
+Every operator is a torch ``nn.Module`` built for one image shape ``(C, H, W)``; it takes a batch
+``x`` of shape ``(B, C, H, W)`` (real floating point) and returns measurements on the same device,
+in the same dtype (complex of the matching precision for complex measurements). Buffers are
+registered, so ``op.to(device, dtype)`` moves everything and no call goes back to the host.
+
+Constructor contract (the CLI and the registry rely on it)::
+
+    Op(image_shape, *, noise_std=0.01, **params)   # one keyword per entry of Op.params
+
+The Gaussian likelihood used throughout is
+
+    log p(y | x) = -||y - A(x)||^2 / (2 noise_std^2) + const,
+
+with ``||.||`` the Euclidean norm of the real (or real and imaginary) parts. Its gradient is the
+likelihood score used by posterior samplers (Song, Shen, Xing, Ermon, "Solving inverse problems in
+medical imaging with score-based generative models", ICLR 2022; Chung et al., DPS, ICLR 2023).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor, nn
+
+from invdiff.errors import InvdiffError
+
+DEFAULT_NOISE_STD = 0.01
+
+
+@dataclass(frozen=True)
+class Param:
+    """Declare one constructor keyword of an operator so the CLI can expose it as ``--name``.
+
+    ``type`` is ``int``, ``float``, ``str`` or ``bool``; ``choices`` restricts a ``str`` option.
+    """
+
+    name: str
+    type: type
+    default: Any
+    help: str
+    choices: tuple[str, ...] | None = None
+
+    @property
+    def option(self) -> str:
+        """Return the command-line spelling, e.g. ``--center-fraction``."""
+        return "--" + self.name.replace("_", "-")
+
+
+NOISE_STD = Param(
+    "noise_std",
+    float,
+    DEFAULT_NOISE_STD,
+    "standard deviation of the Gaussian measurement noise (image units)",
+)
+
+
+def real_inner(a: Tensor, b: Tensor) -> Tensor:
+    """Return Re<a, b> summed over all but the batch dimension, shape (B,)."""
+    prod = torch.conj(a) * b if a.is_complex() else a * b
+    return prod.real.flatten(1).sum(1) if prod.is_complex() else prod.flatten(1).sum(1)
+
+
+def _batch(v: Tensor, like: Tensor) -> Tensor:
+    """Reshape a per-sample vector (B,) so that it broadcasts against ``like``."""
+    return v.reshape(-1, *([1] * (like.dim() - 1)))
+
+
+class Operator(nn.Module):
+    """Map a batch of images x of shape (B, C, H, W) to measurements A(x).
+
+    Subclasses set ``name`` and ``params``, implement ``forward`` and ``example``, and call
+    ``super().__init__(image_shape, noise_std=noise_std)`` first.
+    """
+
+    name: ClassVar[str] = ""
+    params: ClassVar[tuple[Param, ...]] = ()
+    linear: ClassVar[bool] = False
+    #: True where only H == W is supported; the conformance kit then only asks for odd sides.
+    square_only: ClassVar[bool] = False
+
+    def __init__(self, image_shape: tuple[int, int, int], *, noise_std: float = DEFAULT_NOISE_STD):
+        super().__init__()
+        shape = tuple(int(s) for s in image_shape)
+        if len(shape) != 3 or min(shape) < 1:
+            raise InvdiffError(
+                f"{self.name or type(self).__name__}: image_shape must be (C, H, W) with positive "
+                f"sizes, got {tuple(image_shape)}"
+            )
+        if self.square_only and shape[1] != shape[2]:
+            raise InvdiffError(
+                f"{self.name}: needs square images, got H={shape[1]}, W={shape[2]}; "
+                "crop or pad to H == W"
+            )
+        if not (noise_std >= 0 and math.isfinite(noise_std)):
+            raise InvdiffError(f"{self.name}: noise_std must be >= 0, got {noise_std}")
+        self.image_shape: tuple[int, int, int] = shape  # type: ignore[assignment]
+        self.noise_std = float(noise_std)
+
+    @classmethod
+    def all_params(cls) -> tuple[Param, ...]:
+        """Return every declared constructor keyword: ``noise_std`` then the operator's own."""
+        return (NOISE_STD, *cls.params)
+
+    @classmethod
+    def example(cls, generator: torch.Generator) -> Operator:
+        """Return a small instance (odd, non-square image shape where allowed) for the kit."""
+        raise NotImplementedError(f"{cls.__name__}.example is not implemented")
+
+    def check_input(self, x: Tensor) -> None:
+        """Raise InvdiffError unless x is a real floating batch of shape (B, *image_shape)."""
+        if x.dim() != 4 or tuple(x.shape[1:]) != self.image_shape:
+            c, h, w = self.image_shape
+            raise InvdiffError(
+                f"{self.name}: expected images of shape (B, {c}, {h}, {w}), got {tuple(x.shape)};"
+                f" build the operator with image_shape={tuple(x.shape[1:])}"
+            )
+        if not x.is_floating_point():
+            raise InvdiffError(f"{self.name}: expected a real floating tensor, got {x.dtype}")
+
+    def log_likelihood(self, x: Tensor, y: Tensor, noise_std: float | None = None) -> Tensor:
+        """Return log N(y; A(x), s^2 I) per sample, up to a constant: -||y - A(x)||^2 / (2 s^2)."""
+        s = self._noise(noise_std)
+        r = y - self.forward(x)
+        return -0.5 * real_inner(r, r) / s**2
+
+    def likelihood_score(self, x: Tensor, y: Tensor, noise_std: float | None = None) -> Tensor:
+        """Return grad_x log N(y; A(x), s^2 I) by autograd (linear operators use a closed form)."""
+        with torch.enable_grad():
+            x = x.detach().requires_grad_(True)
+            (grad,) = torch.autograd.grad(self.log_likelihood(x, y, noise_std).sum(), x)
+        return grad
+
+    def measure(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """Simulate y = A(x) + noise_std * n; complex y gets N(0, s^2) in both parts."""
+        y = self.forward(x)
+        if self.noise_std == 0:
+            return y
+        real = torch.view_as_real(y) if y.is_complex() else y
+        device = generator.device if generator is not None else y.device
+        n = torch.randn(real.shape, generator=generator, dtype=real.dtype, device=device)
+        n = n.to(y.device)
+        return y + self.noise_std * (torch.view_as_complex(n) if y.is_complex() else n)
+
+    def _noise(self, noise_std: float | None) -> float:
+        s = self.noise_std if noise_std is None else float(noise_std)
+        if s <= 0:
+            raise InvdiffError(f"{self.name}: the likelihood needs noise_std > 0, got {s}")
+        return s
+
+    def __matmul__(self, inner: Operator) -> Operator:
+        """Return the composition ``self ∘ inner`` (linear when both are)."""
+        if isinstance(self, LinearOperator) and isinstance(inner, LinearOperator):
+            return LinearComposition(self, inner)
+        return Composition(self, inner)
+
+    def extra_repr(self) -> str:
+        return f"image_shape={self.image_shape}, noise_std={self.noise_std}"
+
+
+class LinearOperator(Operator):
+    """Linear A with adjoint A^T under the real inner product Re<., .>.
+
+    ``likelihood_score`` is closed form: A^T (y - A x) / s^2. ``pseudo_inverse`` defaults to
+    conjugate gradients on the normal equations started at zero (the minimum-norm least-squares
+    solution in the limit); subclasses with a closed form override it and set
+    ``exact_pseudo_inverse``. ``project`` is the data-consistency step of Song et al. (ICLR 2022).
+    """
+
+    linear: ClassVar[bool] = True
+    #: Relative adjoint tolerance for operators that are not exactly adjoint; None means exact.
+    adjoint_rtol: ClassVar[float | None] = None
+    #: True where ``pseudo_inverse`` is the exact Moore-Penrose pseudo-inverse.
+    exact_pseudo_inverse: ClassVar[bool] = False
+    #: Iterations of the default conjugate-gradient pseudo-inverse.
+    cg_iterations: ClassVar[int] = 30
+
+    def adjoint(self, y: Tensor) -> Tensor:
+        """Return A^T y, shape (B, *image_shape), real, in y's precision."""
+        raise NotImplementedError
+
+    def likelihood_score(self, x: Tensor, y: Tensor, noise_std: float | None = None) -> Tensor:
+        """Return A^T (y - A x) / s^2, the gradient of -||y - A x||^2 / (2 s^2)."""
+        s = self._noise(noise_std)
+        return self.adjoint(y - self.forward(x)) / s**2
+
+    def pseudo_inverse(self, y: Tensor) -> Tensor:
+        """Return x ~ A^+ y by batched conjugate gradients on A^T A x = A^T y, x0 = 0 (CGLS)."""
+        b = self.adjoint(y)
+        x = torch.zeros_like(b)
+        r = b.clone()
+        p = r.clone()
+        rr = real_inner(r, r)
+        tiny = torch.finfo(b.dtype).tiny
+        for _ in range(self.cg_iterations):
+            ap = self.adjoint(self.forward(p))
+            alpha = rr / real_inner(p, ap).clamp_min(tiny)
+            x = x + _batch(alpha, x) * p
+            r = r - _batch(alpha, r) * ap
+            rr_new = real_inner(r, r)
+            p = r + _batch(rr_new / rr.clamp_min(tiny), p) * p
+            rr = rr_new
+        return x
+
+    def project(self, x: Tensor, y: Tensor, lam: float | Tensor = 1.0) -> Tensor:
+        """Return x + lam * A^+ (y - A x), the data-consistency blend of Song et al. (ICLR 2022).
+
+        With an exact pseudo-inverse and y in the range of A this gives
+        A(project) = (1 - lam) A x + lam y on the measured coefficients and leaves the null
+        space of A untouched; with an approximate one (CG, FBP) it is the same step, approximately.
+        """
+        return x + lam * self.pseudo_inverse(y - self.forward(x))
+
+
+class Composition(Operator):
+    """Apply ``inner`` then ``outer``: (outer ∘ inner)(x)."""
+
+    name: ClassVar[str] = "composition"
+
+    def __init__(self, outer: Operator, inner: Operator):
+        super().__init__(inner.image_shape, noise_std=outer.noise_std)
+        self.outer = outer
+        self.inner = inner
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Return outer(inner(x))."""
+        return self.outer(self.inner(x))
+
+
+class LinearComposition(LinearOperator, Composition):
+    """Compose two linear operators; the adjoint is inner^T outer^T."""
+
+    def adjoint(self, y: Tensor) -> Tensor:
+        """Return inner^T (outer^T y)."""
+        return self.inner.adjoint(self.outer.adjoint(y))

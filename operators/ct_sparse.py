@@ -1,0 +1,152 @@
+"""Sparse-view CT: the 2-D parallel-beam Radon transform at a few equispaced angles.
+
+y[v, d] = sum_p W[(v, d), p] x[p] with W astra-toolbox's 'linear' (Joseph-type) projector for
+``views`` angles theta_v = v * pi / views on [0, pi), ``detectors`` unit-width bins (default
+ceil(sqrt(H^2 + W^2)), i.e. ceil(sqrt(2) * n) for an n x n image) and unit pixels. W is built
+once per instance through ``astra.projector.matrix`` and applied as a torch sparse CSR matrix
+(int32 indices; W^T stored as its own CSR for the adjoint), so calls stay on the input's device
+and never go through astra. The adjoint is the exact matrix transpose.
+
+Pseudo-inverse: filtered back-projection (Kak & Slaney, "Principles of Computerized Tomographic
+Imaging", ch. 3): each projection is convolved with the band-limited Ram-Lak ramp kernel
+h[0] = 1/4, h[n odd] = -1/(pi n)^2, h[n even] = 0 (zero-padded FFT), then back-projected with W^T
+and scaled by pi / views, so FBP of a many-view sinogram approximates the image in pixel units.
+At few views FBP is only an approximate pseudo-inverse, so ``project`` (Song et al., ICLR 2022)
+is an approximate data-consistency step here.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from typing import ClassVar
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from invdiff.errors import InvdiffError
+from invdiff.hookspecs import hookimpl
+from invdiff.operator import DEFAULT_NOISE_STD, LinearOperator, Param
+
+
+def system_matrix(size: tuple[int, int], views: int, detectors: int):
+    """Return astra's parallel-beam 'linear' projector for this geometry as a scipy CSR matrix."""
+    import astra  # heavy optional import: only here
+
+    h, w = size
+    vol = astra.create_vol_geom(h, w)
+    angles = np.arange(views) * np.pi / views
+    proj = astra.create_proj_geom("parallel", 1.0, detectors, angles)
+    pid = astra.create_projector("linear", proj, vol)
+    mid = astra.projector.matrix(pid)
+    try:
+        return astra.matrix.get(mid).tocsr()
+    finally:
+        astra.matrix.delete(mid)
+        astra.projector.delete(pid)
+
+
+def ramp_response(detectors: int) -> Tensor:
+    """Return the rfft of the spatial Ram-Lak kernel on a zero-padded grid (float64)."""
+    n = 1 << (2 * detectors - 1).bit_length()
+    k = torch.arange(n, dtype=torch.float64)
+    k = torch.where(k < n // 2 + 1, k, k - n)  # circular offsets 0, 1, ..., -1
+    h = torch.where(k.remainder(2) == 1, -1.0 / (math.pi * k) ** 2, torch.zeros_like(k))
+    h[0] = 0.25
+    return torch.fft.rfft(h).real
+
+
+class _SparseMatmul(torch.autograd.Function):
+    """Y = A X with the gradient A^T G, A and A^T given as CSR matrices."""
+
+    @staticmethod
+    def forward(ctx, a: Tensor, at: Tensor, x: Tensor) -> Tensor:
+        ctx.at = at
+        return a @ x
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        return None, None, ctx.at @ grad
+
+
+class CTSparse(LinearOperator):
+    """Project each channel along ``views`` parallel-beam angles: y = W x, shape (B, C, V, D)."""
+
+    name: ClassVar[str] = "ct_sparse"
+    params: ClassVar[tuple[Param, ...]] = (
+        Param("views", int, 23, "number of projection angles, equispaced over [0, pi)"),
+        Param("detectors", int, 0, "detector bins of unit width; 0: ceil(sqrt(H^2 + W^2))"),
+    )
+
+    def __init__(
+        self,
+        image_shape: tuple[int, int, int],
+        *,
+        noise_std: float = DEFAULT_NOISE_STD,
+        views: int = 23,
+        detectors: int = 0,
+    ):
+        super().__init__(image_shape, noise_std=noise_std)
+        _, h, w = self.image_shape
+        if views < 1 or detectors < 0:
+            raise InvdiffError(
+                f"ct_sparse: need --views >= 1 and --detectors >= 0, got {views}, {detectors}"
+            )
+        self.views = int(views)
+        self.detectors = int(detectors) or math.ceil(math.hypot(h, w))
+        mat = system_matrix((h, w), self.views, self.detectors)
+        dtype = torch.get_default_dtype()
+        for prefix, m in (("a", mat), ("at", mat.T.tocsr())):
+            m.sort_indices()
+            self.register_buffer(f"{prefix}_crow", torch.from_numpy(m.indptr.astype(np.int32)))
+            self.register_buffer(f"{prefix}_col", torch.from_numpy(m.indices.astype(np.int32)))
+            self.register_buffer(f"{prefix}_val", torch.from_numpy(m.data).to(dtype))
+        self.register_buffer("ramp", ramp_response(self.detectors).to(dtype))
+
+    @classmethod
+    def example(cls, generator: torch.Generator) -> CTSparse:
+        """Return a 7-view instance on a 1 x 37 x 31 image."""
+        return cls((1, 37, 31), views=7)
+
+    def _csr(self, prefix: str, dtype: torch.dtype) -> Tensor:
+        crow, col, val = (getattr(self, f"{prefix}_{k}") for k in ("crow", "col", "val"))
+        pixels, rays = math.prod(self.image_shape[1:]), self.views * self.detectors
+        shape = (rays, pixels) if prefix == "a" else (pixels, rays)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # "sparse CSR support is in beta"
+            return torch.sparse_csr_tensor(crow, col, val.to(dtype), shape, check_invariants=False)
+
+    def _matmul(self, x: Tensor, prefix: str, other: str, out: tuple[int, ...]) -> Tensor:
+        b, c = x.shape[:2]
+        cols = x.reshape(b * c, -1).T
+        res = _SparseMatmul.apply(self._csr(prefix, x.dtype), self._csr(other, x.dtype), cols)
+        return res.T.reshape(b, c, *out)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Return the sinogram W x, shape (B, C, views, detectors)."""
+        self.check_input(x)
+        return self._matmul(x, "a", "at", (self.views, self.detectors))
+
+    def adjoint(self, y: Tensor) -> Tensor:
+        """Return the back-projection W^T y, shape (B, C, H, W)."""
+        return self._matmul(y, "at", "a", self.image_shape[1:])
+
+    def fbp(self, y: Tensor) -> Tensor:
+        """Return the filtered back-projection (pi / views) W^T (h * y)."""
+        n = 2 * (self.ramp.numel() - 1)
+        filtered = torch.fft.irfft(torch.fft.rfft(y, n=n) * self.ramp.to(y.dtype), n=n)
+        return self.adjoint(filtered[..., : self.detectors]) * (math.pi / self.views)
+
+    def pseudo_inverse(self, y: Tensor) -> Tensor:
+        """Return FBP(y), an approximate pseudo-inverse (exact only in the many-view limit)."""
+        return self.fbp(y)
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, views={self.views}, detectors={self.detectors}"
+
+
+@hookimpl
+def register_operators(register) -> None:
+    """Register the sparse-view CT operator."""
+    register(CTSparse)
