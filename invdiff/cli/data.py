@@ -1,5 +1,42 @@
-"""Placeholder until written."""
+"""`invdiff data`: generate training and test data."""
+
+from __future__ import annotations
+
+from pathlib import Path
 
 import typer
 
-app = typer.Typer()
+from invdiff.cli._common import user_errors
+from invdiff.errors import InvdiffError
+
+app = typer.Typer(help="Generate data sets (HDF5, /images in [0, 1], optional /labels).")
+
+
+@app.command("phantoms")
+@user_errors
+def phantoms(
+    out: Path = typer.Argument(..., help="Output HDF5 file."),
+    n: int = typer.Option(1024, "--n", help="Number of phantoms."),
+    size: int = typer.Option(64, "--size", help="Image side in pixels."),
+    seed: int = typer.Option(0, "--seed", help="Seed; splits use train 0, val 1, test 2."),
+    lesion_fraction: float = typer.Option(0.5, help="Fraction of phantoms with a lesion."),
+    force: bool = typer.Option(False, "--force", help="Overwrite an existing file."),
+) -> None:
+    """Generate CT-like thorax phantoms; /labels records whether a lesion is present."""
+    from invdiff.io import write_datasets
+    from invdiff.phantoms import make_phantoms
+
+    if n < 1 or size < 16:
+        raise InvdiffError("need --n >= 1 and --size >= 16")
+    if not 0 <= lesion_fraction <= 1:
+        raise InvdiffError("--lesion-fraction must lie in [0, 1]")
+    images, labels = make_phantoms(n, size, seed, lesion_fraction)
+    attrs = {
+        "generator": "invdiff.phantoms.thorax_phantom",
+        "seed": seed,
+        "size": size,
+        "lesion_fraction": lesion_fraction,
+        "label_meaning": "1 = lesion present",
+    }
+    write_datasets(out, {"images": images, "labels": labels}, attrs, force=force)
+    typer.echo(f"wrote {n} phantoms of {size}x{size} to {out} ({int(labels.sum())} with a lesion)")

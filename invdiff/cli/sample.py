@@ -1,5 +1,122 @@
-"""Placeholder until written."""
+"""`invdiff sample`: unconditional samples from a score model."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import typer
+
+from invdiff.cli._common import resolve_device, set_threads, user_errors
+from invdiff.errors import InvdiffError
+
+SAMPLERS = ("pc", "ode-heun", "ode-rk45")
 
 
-def sample() -> None:
-    raise NotImplementedError
+@user_errors
+def sample(
+    n: int = typer.Option(16, "--n", help="Number of samples."),
+    out: Path = typer.Option(Path("samples.h5"), "--out", help="HDF5 file for /samples."),
+    png: Path | None = typer.Option(None, "--png", help="Also write a PNG grid here."),
+    model: Path | None = typer.Option(None, "--model", help="Checkpoint; default: shipped model."),
+    sampler: str = typer.Option("pc", help="pc, ode-heun or ode-rk45."),
+    predictor: str = typer.Option(
+        "reverse_diffusion", help="euler_maruyama, reverse_diffusion, ancestral or none (pc only)."
+    ),
+    corrector: str = typer.Option("langevin", help="langevin or none (pc only)."),
+    snr: float = typer.Option(0.16, help="Langevin signal-to-noise ratio."),
+    corrector_steps: int = typer.Option(1, help="Langevin steps per time step."),
+    steps: int = typer.Option(100, help="Time steps (pc, ode-heun)."),
+    rtol: float = typer.Option(1e-4, help="ode-rk45 relative and absolute tolerance."),
+    denoise: bool = typer.Option(True, help="Finish with a Tweedie denoising step."),
+    seed: int = typer.Option(0, help="Sample k uses seed + k."),
+    batch_size: int = typer.Option(16, help="Samples per network call."),
+    device: str = typer.Option("auto", help="auto, cpu, cuda ..."),
+    threads: int = typer.Option(0, help="CPU threads for torch (0: torch's default)."),
+    force: bool = typer.Option(False, "--force", help="Overwrite existing outputs."),
+    progress: bool = typer.Option(True, help="Show a progress bar."),
+) -> None:
+    """Draw unconditional samples with a PC sampler or the probability-flow ODE."""
+    import numpy as np
+    import torch
+
+    from invdiff import __version__, samplers
+    from invdiff.checkpoint import default_model_path, file_sha256, load_model
+    from invdiff.images import grid, save_png
+    from invdiff.io import write_datasets
+
+    if n < 1 or batch_size < 1 or steps < 1:
+        raise InvdiffError("--n, --batch-size and --steps must be positive")
+    if sampler not in SAMPLERS:
+        raise InvdiffError(f"unknown --sampler {sampler!r}; use one of {', '.join(SAMPLERS)}")
+    if predictor not in samplers.PREDICTORS:
+        raise InvdiffError(
+            f"unknown --predictor {predictor!r}; use {', '.join(samplers.PREDICTORS)}"
+        )
+    try:
+        corr = samplers.make_corrector(corrector, snr=snr, n_steps=corrector_steps)
+    except ValueError as err:
+        raise InvdiffError(f"{err} (--corrector)") from None
+    for path in (out, png):
+        if path is not None and path.exists() and not force:
+            raise InvdiffError(
+                f"{path} exists; pass --force to overwrite it or choose another name"
+            )
+    set_threads(threads)
+    dev = resolve_device(device)
+    model_path = model or default_model_path()
+    score_model, config = load_model(model_path, dev)
+    shape = (config["image"]["channels"], config["image"]["size"], config["image"]["size"])
+    like = torch.empty(0, device=dev)
+    total = steps if sampler != "ode-rk45" else None
+
+    from rich.progress import Progress
+
+    chunks, nfe, t0 = [], 0, time.perf_counter()
+    with Progress(disable=not progress) as bar:
+        task = bar.add_task("sampling", total=(total or 1) * -(-n // batch_size))
+        for start in range(0, n, batch_size):
+            seeds = range(seed + start, seed + min(n, start + batch_size))
+            gens = samplers.generators_for(seeds, dev)
+            common = {"like": like, "denoise": denoise, "callback": lambda _: bar.advance(task)}
+            if sampler == "pc":
+                res = samplers.pc_sample(
+                    score_model,
+                    score_model.sde,
+                    shape,
+                    gens,
+                    predictor=samplers.PREDICTORS[predictor],
+                    corrector=corr,
+                    steps=steps,
+                    **common,
+                )
+            elif sampler == "ode-heun":
+                res = samplers.heun_ode_sample(
+                    score_model, score_model.sde, shape, gens, steps=steps, **common
+                )
+            else:
+                res = samplers.rk45_ode_sample(
+                    score_model, score_model.sde, shape, gens, rtol=rtol, atol=rtol, **common
+                )
+            chunks.append(res.x.float().cpu().numpy())
+            nfe += res.nfe
+    wall = time.perf_counter() - t0
+    x = np.concatenate(chunks)
+    attrs = {
+        "model": str(model_path),
+        "model_sha256": file_sha256(model_path),
+        "sampler": sampler,
+        "predictor": predictor if sampler == "pc" else "",
+        "corrector": corrector if sampler == "pc" else "",
+        "snr": snr,
+        "steps": steps,
+        "seed": seed,
+        "nfe": nfe,
+        "wall_time_s": wall,
+        "device": dev,
+        "invdiff_version": __version__,
+    }
+    write_datasets(out, {"samples": x}, attrs, force=True)
+    if png is not None:
+        save_png(png, grid(x), scale=2)
+    typer.echo(f"wrote {n} samples to {out} ({nfe} network evaluations, {wall:.1f} s on {dev})")
