@@ -203,7 +203,8 @@ def heun_ode_sample(
 ) -> SampleResult:
     """Integrate the probability-flow ODE (eq. 13) with Heun's method (Karras et al. 2022, Alg. 1).
 
-    The last step is plain Euler (2 NFE per step otherwise).
+    Every step is a Heun step (2 NFE): unlike EDM our grid ends at t_min > 0 where sigma > 0, and a
+    final Euler step there biased the variance of a Gaussian by ~10 % at 50 VP steps.
     """
     like = like if like is not None else torch.empty(0)
     counted = CountingScore(score)
@@ -218,7 +219,7 @@ def heun_ode_sample(
         t, s = float(ts[i]), float(ts[i + 1])
         d = velocity(x, t)
         x_euler = x + (s - t) * d
-        x = x + (s - t) * 0.5 * (d + velocity(x_euler, s)) if i < steps - 1 else x_euler
+        x = x + (s - t) * 0.5 * (d + velocity(x_euler, s))
         if callback is not None:
             callback(i)
     if denoise:
