@@ -136,7 +136,8 @@ class Operator(nn.Module):
         return grad
 
     def measure(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
-        """Simulate y = A(x) + noise_std * n; complex y gets N(0, s^2) in both parts."""
+        """Simulate y = A(x) + noise_std * n on the measured entries; complex n is N(0, 1) in both
+        parts, so complex y gets N(0, s^2) noise in its real and in its imaginary part."""
         y = self.forward(x)
         if self.noise_std == 0:
             return y
@@ -144,7 +145,16 @@ class Operator(nn.Module):
         device = generator.device if generator is not None else y.device
         n = torch.randn(real.shape, generator=generator, dtype=real.dtype, device=device)
         n = n.to(y.device)
-        return y + self.noise_std * (torch.view_as_complex(n) if y.is_complex() else n)
+        noise = torch.view_as_complex(n) if y.is_complex() else n
+        return y + self.noise_std * self.restrict_to_measured(noise)
+
+    def restrict_to_measured(self, y: Tensor) -> Tensor:
+        """Zero the entries of a measurement-shaped y that the operator never measures.
+
+        The identity here; operators whose output keeps placeholders (masked pixels, unsampled
+        k-space) override it, so ``measure`` leaves those entries exactly 0.
+        """
+        return y
 
     def _noise(self, noise_std: float | None) -> float:
         s = self.noise_std if noise_std is None else float(noise_std)

@@ -72,6 +72,10 @@ class Masking(LinearOperator):
         """Return m ⊙ y, the exact pseudo-inverse (A is an orthogonal projection)."""
         return self.adjoint(y)
 
+    def restrict_to_measured(self, y: Tensor) -> Tensor:
+        """Return m ⊙ y: masked pixels carry no measurement, hence no noise."""
+        return self.adjoint(y)
+
 
 def make_mask(kind: str, size: tuple[int, int], fraction: float, g: torch.Generator) -> Tensor:
     """Return an (H, W) 0/1 mask with about ``fraction`` of the pixels set to 0 (missing).

@@ -154,16 +154,20 @@ class MRI(LinearOperator):
     def forward(self, x: Tensor) -> Tensor:
         """Return M F x, complex, shape (B, C, H, W)."""
         self.check_input(x)
-        return fft2c(x) * self.mask.to(x.dtype)
+        return self.restrict_to_measured(fft2c(x))
 
     def adjoint(self, y: Tensor) -> Tensor:
         """Return Re(F^H M y), the adjoint under the real inner product."""
-        return ifft2c(y * self.mask.to(y.real.dtype)).real
+        return ifft2c(self.restrict_to_measured(y)).real
 
     def pseudo_inverse(self, y: Tensor) -> Tensor:
         """Return (A^T A)^+ A^T y = Re F^H (F A^T y / w), the exact Moore-Penrose inverse."""
         back = self.adjoint(y)
         return ifft2c(fft2c(back) * self.inverse_weight.to(back.dtype)).real
+
+    def restrict_to_measured(self, y: Tensor) -> Tensor:
+        """Return M y: unsampled k-space stays 0, noise included (fastMRI convention)."""
+        return y * self.mask.to(y.real.dtype)
 
     def acceleration_achieved(self) -> float:
         """Return H W / (number of sampled k-space points)."""
