@@ -39,8 +39,12 @@ class CountingScore:
         return self.fn.score(x, t)
 
 
-def _full(t: float | Tensor, x: Tensor) -> Tensor:
+def time_vector(t: float | Tensor, x: Tensor) -> Tensor:
+    """Return the time t as a per-sample vector (B,) on x's device, in x's dtype."""
     return torch.full((x.shape[0],), float(t), device=x.device, dtype=x.dtype)
+
+
+_full = time_vector
 
 
 def time_grid(sde: SDE, steps: int) -> np.ndarray:
@@ -69,21 +73,26 @@ def reverse_diffusion(x, t, s, *, sde, score, generators):
     return x_mean + bc(g, x) * randn(generators, x.shape[1:], x), x_mean
 
 
-def ancestral(x, t, s, *, sde, score, generators):
-    """Ancestral step: sample q(x_s | x_t, x_0 = Tweedie estimate) (Ho et al. 2020, eqs. 6-7).
+def ancestral_mean(x, x0, t, s, *, sde):
+    """Return the mean and std (B,) of q(x_s | x_t = x, x_0 = x0) (Ho et al. 2020, eqs. 6-7).
 
     With x_t = a x_s + sqrt(v) z the posterior is Gaussian with mean
-    (alpha_s v / sigma_t^2) x0_hat + (a sigma_s^2 / sigma_t^2) x_t and variance
-    v sigma_s^2 / sigma_t^2;
-    for VE it is SMLD's x + (sigma_t^2 - sigma_s^2) score, for VP DDPM's sampler.
+    (alpha_s v / sigma_t^2) x0 + (a sigma_s^2 / sigma_t^2) x_t and variance
+    v sigma_s^2 / sigma_t^2; for VE it is SMLD's x + (sigma_t^2 - sigma_s^2) score, for VP DDPM's.
     """
     tt, ss = _full(t, x), _full(s, x)
-    x0 = tweedie(sde, x, tt, score.score(x, tt))
     a, v = sde.transition(ss, tt)
     alpha_s, sigma_s = sde.coefficients(ss)
     _, sigma_t = sde.coefficients(tt)
     x_mean = bc(alpha_s * v / sigma_t**2, x) * x0 + bc(a * sigma_s**2 / sigma_t**2, x) * x
-    std = (v * sigma_s**2 / sigma_t**2).sqrt()
+    return x_mean, (v * sigma_s**2 / sigma_t**2).sqrt()
+
+
+def ancestral(x, t, s, *, sde, score, generators):
+    """Ancestral step: sample q(x_s | x_t, x_0 = Tweedie estimate), see :func:`ancestral_mean`."""
+    tt = _full(t, x)
+    x0 = tweedie(sde, x, tt, score.score(x, tt))
+    x_mean, std = ancestral_mean(x, x0, t, s, sde=sde)
     return x_mean + bc(std, x) * randn(generators, x.shape[1:], x), x_mean
 
 
@@ -135,10 +144,12 @@ def make_corrector(name: str, snr: float = 0.16, n_steps: int = 1) -> Step:
 
 @dataclass
 class SampleResult:
-    """Samples and the number of network evaluations spent on them."""
+    """Samples, the network evaluations spent on them (NFE) and the backward passes through
+    the network (vector-Jacobian products, VJP; guidance strategies only)."""
 
     x: Tensor
     nfe: int
+    vjp: int = 0
 
 
 def generators_for(seeds: Sequence[int], device: str | torch.device) -> list[torch.Generator]:
