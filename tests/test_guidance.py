@@ -324,3 +324,44 @@ def test_strategies_run_on_cuda(strategy):
     res = solve(prior, sde, ms, generators_for([0, 1], cuda), strategy=strategy, steps=5)
     assert res.x.device.type == "cuda" and res.x.dtype == F64
     assert math.isfinite(float(res.x.abs().max()))
+
+
+# Real operators: complex k-space (MRI) and sparse-view CT run through every strategy ----------
+
+
+def real_operator_case(name):
+    """Return (op, y, prior, sde) for a tiny MRI or CT problem with an i.i.d. Gaussian prior."""
+    from invdiff_operators.ct_sparse import CTSparse
+    from invdiff_operators.mri import MRI
+
+    if name == "mri":
+        op = MRI((1, 8, 8), acceleration=2, center_fraction=0.25)
+    else:
+        op = CTSparse((1, 9, 9), views=5)
+    sde = VESDE(0.01, 10.0)
+    d = math.prod(op.image_shape)
+    prior = GaussianScore(sde, torch.zeros(d), torch.eye(d))
+    x = torch.randn(1, *op.image_shape, generator=torch.Generator().manual_seed(0))
+    return op, op.measure(x, torch.Generator().manual_seed(1)), prior, sde
+
+
+CT_PROJECTION = pytest.mark.xfail(
+    reason="repeated sparse-view FBP projection diverges; CTSparse needs Song et al.'s full-view "
+    "project step (see the guidance report)",
+    strict=False,
+)
+
+
+@pytest.mark.parametrize(
+    ("name", "strategy"),
+    [("mri", s) for s in sorted(guidance.STRATEGIES)]
+    + [("ct", s) for s in ("diffpir", "dps", "moment", "noisy_likelihood")]
+    + [pytest.param("ct", "projection", marks=CT_PROJECTION)],
+)
+def test_real_operators_give_finite_measurement_consistent_samples(name, strategy):
+    op, y, prior, sde = real_operator_case(name)
+    res = solve(
+        prior, sde, [Measurement(op, y)], generators_for([0, 1], "cpu"), strategy=strategy, steps=20
+    )
+    assert res.x.dtype == torch.float32 and torch.isfinite(res.x).all()
+    assert ((op(res.x) - y).abs().norm() / y.abs().norm()) < 2.0
