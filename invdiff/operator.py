@@ -206,14 +206,17 @@ class LinearOperator(Operator):
         p = r.clone()
         rr = real_inner(r, r)
         tiny = torch.finfo(b.dtype).tiny
+        stop = rr * torch.finfo(b.dtype).eps ** 2  # converged: stop updating (no 0/0 later)
         for _ in range(self.cg_iterations):
+            active = rr > stop
             ap = self.adjoint(self.forward(p))
-            alpha = rr / real_inner(p, ap).clamp_min(tiny)
+            alpha = torch.where(active, rr / real_inner(p, ap).clamp_min(tiny), 0.0)
             x = x + _batch(alpha, x) * p
             r = r - _batch(alpha, r) * ap
             rr_new = real_inner(r, r)
-            p = r + _batch(rr_new / rr.clamp_min(tiny), p) * p
-            rr = rr_new
+            beta = torch.where(active, rr_new / rr.clamp_min(tiny), 0.0)
+            p = r + _batch(beta, p) * p
+            rr = torch.where(active, rr_new, rr)
         return x
 
     def project(self, x: Tensor, y: Tensor, lam: float | Tensor = 1.0) -> Tensor:

@@ -142,6 +142,23 @@ class CTSparse(LinearOperator):
         """Return FBP(y), an approximate pseudo-inverse (exact only in the many-view limit)."""
         return self.fbp(y)
 
+    @property
+    def full_views(self) -> int:
+        """Return the number of views of a fully sampled scan, ceil(pi n / 2), n = max(H, W)."""
+        return math.ceil(math.pi * max(self.image_shape[1:]) / 2)
+
+    def project(self, x: Tensor, y: Tensor, lam: float | Tensor = 1.0) -> Tensor:
+        """Return the data-consistency step of Song, Shen, Xing, Ermon (ICLR 2022, eq. 10) for CT.
+
+        Their transform T is the Radon transform at ``full_views`` angles; the measured views of
+        T(x) move a fraction lam towards y and T is inverted by full-view FBP. Sparse views enter a
+        full-view FBP with weight pi / full_views instead of pi / views, so the step is
+        x + lam (views / full_views) FBP(y - A x). (Repeating x + FBP(y - A x) with the sparse-view
+        weight diverges: FBP is far from a pseudo-inverse at few views.)
+        """
+        scale = min(1.0, self.views / self.full_views)
+        return x + lam * scale * self.fbp(y - self.forward(x))
+
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, views={self.views}, detectors={self.detectors}"
 

@@ -345,18 +345,10 @@ def real_operator_case(name):
     return op, op.measure(x, torch.Generator().manual_seed(1)), prior, sde
 
 
-CT_PROJECTION = pytest.mark.xfail(
-    reason="repeated sparse-view FBP projection diverges; CTSparse needs Song et al.'s full-view "
-    "project step (see the guidance report)",
-    strict=False,
-)
-
-
 @pytest.mark.parametrize(
     ("name", "strategy"),
     [("mri", s) for s in sorted(guidance.STRATEGIES)]
-    + [("ct", s) for s in ("diffpir", "dps", "moment", "noisy_likelihood")]
-    + [pytest.param("ct", "projection", marks=CT_PROJECTION)],
+    + [("ct", s) for s in ("diffpir", "dps", "moment", "noisy_likelihood", "projection")],
 )
 def test_real_operators_give_finite_measurement_consistent_samples(name, strategy):
     op, y, prior, sde = real_operator_case(name)

@@ -204,3 +204,42 @@ def test_linear_composition_has_the_composed_adjoint(gen):
     y = torch.randn(2, 1, 37, 31, generator=gen, dtype=torch.complex128)
     lhs, rhs = real_inner(op(x), y).sum(), real_inner(x, op.adjoint(y)).sum()
     assert abs(float(lhs - rhs)) <= 1e-10 * float(op(x).norm() * y.norm())
+
+
+def test_ct_projection_step_converges_to_the_measurements():
+    # Song et al. (2022) full-view projection: repeated steps drive A x to y (the sparse-view
+    # FBP step x + FBP(y - A x) diverged here).
+    from invdiff_operators.ct_sparse import CTSparse
+
+    op = CTSparse((1, 32, 32), views=23, noise_std=0.0).double()
+    x = torch.rand(1, 1, 32, 32, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    y, z = op(x), torch.zeros_like(x)
+    for _ in range(100):
+        z = op.project(z, y)
+    assert float((op(z) - y).norm() / y.norm()) < 5e-3
+
+
+def test_default_pseudo_inverse_survives_convergence():
+    # CGLS on a rank-deficient operator converges in rank(A) iterations; it must then stop
+    # updating instead of dividing 0 by 0.
+    from invdiff.operator import LinearOperator
+
+    g = torch.Generator().manual_seed(0)
+    mat = torch.randn(6, 16, generator=g, dtype=torch.float64)
+
+    class Dense(LinearOperator):
+        name = "dense_test"
+        cg_iterations = 60
+
+        def forward(self, x):
+            return (x.flatten(1) @ mat.T).reshape(len(x), 1, 1, 6)
+
+        def adjoint(self, y):
+            return (y.flatten(1) @ mat).reshape(len(y), *self.image_shape)
+
+    op = Dense((1, 4, 4))
+    y = torch.randn(2, 1, 1, 6, generator=g, dtype=torch.float64)
+    x = op.pseudo_inverse(y)
+    assert torch.isfinite(x).all()
+    torch.testing.assert_close(op(x), y)
+    torch.testing.assert_close(x.flatten(1), y.flatten(1) @ torch.linalg.pinv(mat).T)

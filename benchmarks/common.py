@@ -1,0 +1,53 @@
+"""Shared benchmark plumbing: the machine description, timing, and writing results."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+RESULTS = Path(__file__).parent / "results"
+
+
+def machine(threads: int) -> dict:
+    """Return what the figures were measured on."""
+    import torch
+
+    info = {
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "torch": torch.__version__,
+        "torch_threads": threads,
+        "python": platform.python_version(),
+        "load_average_at_start": [round(v, 2) for v in os.getloadavg()],
+        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+    }
+    return info
+
+
+def median_ms(fn: Callable[[], object], repeats: int, warmup: int = 3) -> float:
+    """Return the median wall time of fn() in milliseconds over ``repeats`` calls."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return 1e3 * statistics.median(times)
+
+
+def write_results(name: str, report: dict, markdown: str) -> None:
+    """Write results/NAME.json and results/NAME.md (atomically)."""
+    from invdiff.io import atomic_path
+
+    RESULTS.mkdir(exist_ok=True)
+    for suffix, text in ((".json", json.dumps(report, indent=1) + "\n"), (".md", markdown)):
+        with atomic_path(RESULTS / f"{name}{suffix}") as tmp:
+            tmp.write_text(text)
+    print(f"wrote {RESULTS / name}.json and .md")
