@@ -70,6 +70,19 @@ def _batch(v: Tensor, like: Tensor) -> Tensor:
     return v.reshape(-1, *([1] * (like.dim() - 1)))
 
 
+def check_mask(mask, size: tuple[int, int], name: str) -> Tensor:
+    """Return mask as a 0/1 float tensor of shape ``size`` or raise a one-line InvdiffError."""
+    m = torch.as_tensor(mask)
+    if tuple(m.shape) != tuple(size):
+        raise InvdiffError(
+            f"{name}: the mask has shape {tuple(m.shape)} but the images are {tuple(size)}; "
+            "store an H x W mask matching the image"
+        )
+    if m.is_complex() or not bool(((m == 0) | (m == 1)).all()):
+        raise InvdiffError(f"{name}: the mask must contain only 0 and 1")
+    return m.float()
+
+
 class Operator(nn.Module):
     """Map a batch of images x of shape (B, C, H, W) to measurements A(x).
 

@@ -18,7 +18,7 @@ from torch import Tensor
 
 from invdiff.errors import InvdiffError
 from invdiff.hookspecs import hookimpl
-from invdiff.operator import DEFAULT_NOISE_STD, LinearOperator, Param
+from invdiff.operator import DEFAULT_NOISE_STD, LinearOperator, Param, check_mask
 
 KINDS = ("random", "box", "centre", "file")
 
@@ -31,7 +31,7 @@ class Masking(LinearOperator):
     params: ClassVar[tuple[Param, ...]] = (
         Param("mask", str, "random", "which mask: random, box, centre or file", KINDS),
         Param("fraction", float, 0.5, "fraction of pixels missing (random, box, centre)"),
-        Param("seed", int, 0, "seed of the random mask and of the box position"),
+        Param("mask_seed", int, 0, "seed of the random mask and of the box position"),
         Param("path", str, "", "mask file for --mask file: .npy or HDF5 (dataset 'mask'), H x W"),
     )
 
@@ -42,7 +42,7 @@ class Masking(LinearOperator):
         noise_std: float = DEFAULT_NOISE_STD,
         mask: str = "random",
         fraction: float = 0.5,
-        seed: int = 0,
+        mask_seed: int = 0,
         path: str = "",
     ):
         super().__init__(image_shape, noise_std=noise_std)
@@ -50,14 +50,19 @@ class Masking(LinearOperator):
         if mask == "file":
             m = load_mask(path, (h, w))
         else:
-            m = make_mask(mask, (h, w), fraction, torch.Generator().manual_seed(seed))
+            m = make_mask(mask, (h, w), fraction, torch.Generator().manual_seed(mask_seed))
         self.register_buffer("mask", m.to(torch.get_default_dtype()))
+
+    def set_mask(self, mask: Tensor) -> Masking:
+        """Replace the mask by an explicit H x W 0/1 array (e.g. one stored with the data)."""
+        self.mask = check_mask(mask, self.image_shape[1:], self.name).to(self.mask)
+        return self
 
     @classmethod
     def example(cls, generator: torch.Generator) -> Masking:
         """Return a random-mask instance on a 2 x 37 x 31 image."""
         seed = int(torch.randint(0, 2**31 - 1, (1,), generator=generator))
-        return cls((2, 37, 31), mask="random", fraction=0.4, seed=seed)
+        return cls((2, 37, 31), mask="random", fraction=0.4, mask_seed=seed)
 
     def forward(self, x: Tensor) -> Tensor:
         """Return m ⊙ x."""

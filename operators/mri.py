@@ -28,7 +28,7 @@ from torch import Tensor
 
 from invdiff.errors import InvdiffError
 from invdiff.hookspecs import hookimpl
-from invdiff.operator import DEFAULT_NOISE_STD, LinearOperator, Param
+from invdiff.operator import DEFAULT_NOISE_STD, LinearOperator, Param, check_mask
 
 MASKS = ("equispaced", "random", "variable_density")
 
@@ -112,7 +112,7 @@ class MRI(LinearOperator):
         Param("mask", str, "equispaced", "sampling pattern", MASKS),
         Param("acceleration", int, 4, "undersampling factor: about 1/acceleration is sampled"),
         Param("center_fraction", float, 0.08, "fraction of fully sampled low-frequency columns"),
-        Param("seed", int, 0, "seed of the random parts of the mask"),
+        Param("mask_seed", int, 0, "seed of the random parts of the mask"),
     )
 
     def __init__(
@@ -123,7 +123,7 @@ class MRI(LinearOperator):
         mask: str = "equispaced",
         acceleration: int = 4,
         center_fraction: float = 0.08,
-        seed: int = 0,
+        mask_seed: int = 0,
     ):
         super().__init__(image_shape, noise_std=noise_std)
         _, h, w = self.image_shape
@@ -132,7 +132,7 @@ class MRI(LinearOperator):
                 f"mri: need --acceleration >= 1 and --center-fraction in [0, 1], got "
                 f"{acceleration} and {center_fraction}"
             )
-        g = torch.Generator().manual_seed(seed)
+        g = torch.Generator().manual_seed(mask_seed)
         if mask == "variable_density":
             m = variable_density_mask((h, w), acceleration, center_fraction, g)
         elif mask in ("equispaced", "random"):
@@ -140,16 +140,24 @@ class MRI(LinearOperator):
         else:
             raise InvdiffError(f"mri: unknown --mask {mask!r}; choose one of {', '.join(MASKS)}")
         dtype = torch.get_default_dtype()
+        self.register_buffer("mask", torch.zeros(h, w, dtype=dtype))
+        self.register_buffer("inverse_weight", torch.zeros(h, w, dtype=dtype))
+        self.set_mask(m)
+
+    def set_mask(self, mask: Tensor) -> MRI:
+        """Use an explicit H x W 0/1 k-space mask (e.g. one stored with the data)."""
+        m = check_mask(mask, self.image_shape[1:], self.name)
         weight = (m.double() + mirror(m).double()) / 2  # diag of A^T A in k-space
         inv = torch.where(weight > 0, 1 / weight.clamp_min(0.5), torch.zeros_like(weight))
-        self.register_buffer("mask", m.to(dtype))
-        self.register_buffer("inverse_weight", inv.to(dtype))
+        self.mask = m.to(self.mask)
+        self.inverse_weight = inv.to(self.inverse_weight)
+        return self
 
     @classmethod
     def example(cls, generator: torch.Generator) -> MRI:
         """Return a 4x random-column instance on a 1 x 37 x 31 image."""
         seed = int(torch.randint(0, 2**31 - 1, (1,), generator=generator))
-        return cls((1, 37, 31), mask="random", acceleration=4, center_fraction=0.1, seed=seed)
+        return cls((1, 37, 31), mask="random", acceleration=4, center_fraction=0.1, mask_seed=seed)
 
     def forward(self, x: Tensor) -> Tensor:
         """Return M F x, complex, shape (B, C, H, W)."""

@@ -91,7 +91,7 @@ def test_fista_tv_recovers_a_piecewise_constant_image_from_full_ct():
 def test_fista_tv_beats_zero_filling_on_undersampled_problems():
     truth = piecewise_constant(32)
     for op, weight, gain in (
-        (Masking((1, 32, 32), fraction=0.5, seed=1, noise_std=0.0), 0.01, 10.0),
+        (Masking((1, 32, 32), fraction=0.5, mask_seed=1, noise_std=0.0), 0.01, 10.0),
         (MRI((1, 32, 32), acceleration=4, noise_std=0.0), 1e-3, 10.0),
     ):
         y = op.measure(truth)
@@ -134,7 +134,7 @@ def test_biharmonic_inpainting_of_a_smooth_image_is_accurate():
     # A smooth image with 70 % of pixels missing: measured max error 0.038 (gray) on 32 x 32.
     gray, rgb = smooth_image(32, 32), smooth_image(32, 29, channels=3)
     for truth in (gray, rgb):
-        op = Masking(tuple(truth.shape[1:]), fraction=0.7, seed=2, noise_std=0.0)
+        op = Masking(tuple(truth.shape[1:]), fraction=0.7, mask_seed=2, noise_std=0.0)
         x = biharmonic_inpaint(op, op.measure(truth))
         assert float((x - truth).abs().max()) < 0.06
         assert psnr(x, truth)[0] > 40

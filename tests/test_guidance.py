@@ -83,7 +83,9 @@ def make_problem(seed=0, mask_noise=0.1, dense_noise=0.1, sde=None):
     g = torch.Generator().manual_seed(seed)
     sde = sde or VESDE(0.01, 10.0)
     m, cov = gaussian_prior(g)
-    mask = Masking(SHAPE, noise_std=mask_noise, mask="random", fraction=0.5, seed=seed).double()
+    mask = Masking(
+        SHAPE, noise_std=mask_noise, mask="random", fraction=0.5, mask_seed=seed
+    ).double()
     dense = Dense(torch.randn(6, D, generator=g, dtype=F64) / 4, noise_std=dense_noise)
     x0 = (m + torch.linalg.cholesky(cov) @ torch.randn(D, generator=g, dtype=F64)).reshape(
         1, *SHAPE

@@ -110,7 +110,7 @@ def test_mri_mask_reaches_the_acceleration(mask):
 
 
 def test_mri_column_masks_sample_whole_columns():
-    op = REGISTRY["mri"].create((1, 40, 36), mask="random", seed=3)
+    op = REGISTRY["mri"].create((1, 40, 36), mask="random", mask_seed=3)
     assert torch.equal(op.mask, op.mask[:1].expand_as(op.mask))
 
 
@@ -137,7 +137,7 @@ def test_mri_unknown_mask_names_the_choices():
 
 
 def test_masking_random_fraction_is_exact():
-    op = REGISTRY["masking"].create((1, 37, 31), mask="random", fraction=0.3, seed=5)
+    op = REGISTRY["masking"].create((1, 37, 31), mask="random", fraction=0.3, mask_seed=5)
     assert int((op.mask == 0).sum()) == round(0.3 * 37 * 31)
 
 
@@ -197,7 +197,7 @@ def test_grayscale_needs_three_channels():
 
 
 def test_linear_composition_has_the_composed_adjoint(gen):
-    mask = REGISTRY["masking"].create((1, 37, 31), seed=1).double()
+    mask = REGISTRY["masking"].create((1, 37, 31), mask_seed=1).double()
     mri = REGISTRY["mri"].create((1, 37, 31)).double()
     op = mri @ mask
     x = torch.rand(2, 1, 37, 31, generator=gen, dtype=torch.float64)
@@ -243,3 +243,19 @@ def test_default_pseudo_inverse_survives_convergence():
     assert torch.isfinite(x).all()
     torch.testing.assert_close(op(x), y)
     torch.testing.assert_close(x.flatten(1), y.flatten(1) @ torch.linalg.pinv(mat).T)
+
+
+def test_set_mask_takes_a_stored_mask_and_checks_it():
+    from invdiff.errors import InvdiffError
+
+    m = (torch.rand(37, 31, generator=torch.Generator().manual_seed(0)) < 0.4).float()
+    for name in ("masking", "mri"):
+        op = REGISTRY[name].create((1, 37, 31), noise_std=0.0).double().set_mask(m)
+        torch.testing.assert_close(op.mask, m.double())
+        x = torch.rand(2, 1, 37, 31, dtype=torch.float64)
+        y = op(x)
+        torch.testing.assert_close(op(op.pseudo_inverse(y)), y)  # still the exact pseudo-inverse
+        with pytest.raises(InvdiffError, match="shape"):
+            op.set_mask(m[:-1])
+        with pytest.raises(InvdiffError, match="0 and 1"):
+            op.set_mask(m * 0.5)
