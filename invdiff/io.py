@@ -6,6 +6,22 @@ Training-image layout (``invdiff train``, ``invdiff data``):
 - ``/labels`` (optional): int, N, one class per image (e.g. lesion present = 1);
 - attributes describe where the data came from (generator, seed, size, ...).
 
+Solve input (``invdiff solve``), one file holds N slices solved as a batch:
+
+- ``/measurement``: N x (the operator's output shape), e.g. N x 1 x views x detectors for
+  ``ct_sparse``, complex N x 1 x H x W k-space for ``mri`` (a missing channel axis is added);
+  several operators: one dataset per operator, ``/measurements/<operator name>``;
+- geometry stored with it: ``/angles`` (radians, CT: checked against --views), ``/mask``
+  (H x W, 0/1: MRI sampling or inpainting mask, replaces the operator's own);
+- attributes ``operator`` (name) and ``operator_params`` (JSON) say how y was measured; the
+  command line may repeat them but not contradict the data's shape;
+- ``/ground_truth`` (optional): N x C x H x W in [0, 1], for PSNR / SSIM;
+- ``/image`` (for ``--simulate``): N x C x H x W in [0, 1], measured with the given operators.
+
+Also read: fastMRI single-coil files (``kspace`` S x H x W complex, ``mask`` when present,
+``reconstruction_esc``) and LoDoPaB-CT files (``data``: N x views x detectors; geometry from the
+command line).
+
 Every writer goes through :func:`atomic_path`: the file is written under a temporary name in the
 destination folder and renamed into place only when complete, so an interrupted write never leaves
 a half-written file and never damages an existing one.
@@ -17,6 +33,7 @@ import contextlib
 import os
 import tempfile
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -109,3 +126,117 @@ def _plain(v: Any) -> Any:
     if isinstance(v, np.generic):
         return v.item()
     return v
+
+
+@dataclass
+class SolveInput:
+    """What ``invdiff solve`` reads from one file (see the module docstring)."""
+
+    path: Path
+    format: str  # "invdiff", "fastmri" or "lodopab"
+    measurements: dict[str, np.ndarray]  # operator name ("" = unnamed) -> N x ...
+    image: np.ndarray | None = None
+    ground_truth: np.ndarray | None = None
+    angles: np.ndarray | None = None
+    mask: np.ndarray | None = None
+    operator: str | None = None
+    operator_params: dict[str, Any] = field(default_factory=dict)
+    attrs: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def n(self) -> int:
+        for arr in (*self.measurements.values(), self.image):
+            if arr is not None:
+                return len(arr)
+        return 0
+
+
+def _finite(arr: np.ndarray, name: str, path: Path) -> np.ndarray:
+    if not np.isfinite(arr).all():
+        raise InvdiffError(f"{name} in {path} contains NaN or Inf; clean or re-export the data")
+    return arr
+
+
+def _images(arr: np.ndarray, name: str, path: Path) -> np.ndarray:
+    arr = np.asarray(arr, dtype=np.float32)
+    if arr.ndim == 2:
+        arr = arr[None, None]
+    elif arr.ndim == 3:
+        arr = arr[:, None]
+    if arr.ndim != 4:
+        raise InvdiffError(f"{name} in {path} has shape {arr.shape}; expected N x C x H x W")
+    return _finite(arr, name, path)
+
+
+def read_solve_input(path: str | Path) -> SolveInput:
+    """Read a solve input in the invdiff, fastMRI or LoDoPaB layout; one-line errors."""
+    import json
+
+    path = Path(path)
+    with _open(path) as f:
+        attrs = {k: _plain(v) for k, v in f.attrs.items()}
+        if "kspace" in f:
+            return _read_fastmri(f, path, attrs)
+        if "data" in f and "measurement" not in f and "image" not in f:
+            y = _finite(np.asarray(f["data"][...], dtype=np.float32), "/data", path)
+            if y.ndim != 3:
+                raise InvdiffError(f"/data in {path} has shape {y.shape}; LoDoPaB is N x V x D")
+            return SolveInput(path, "lodopab", {"": y[:, None]}, attrs=attrs)
+        measurements: dict[str, np.ndarray] = {}
+        if "measurement" in f:
+            measurements[""] = np.asarray(f["measurement"][...])
+        if "measurements" in f:
+            for name, ds in f["measurements"].items():
+                measurements[name] = np.asarray(ds[...])
+        for name, y in measurements.items():
+            label = f"/measurements/{name}" if name else "/measurement"
+            if y.dtype.kind not in "fciu":
+                raise InvdiffError(f"{label} in {path} is not numeric ({y.dtype})")
+            _finite(y, label, path)
+        image = _images(f["image"][...], "/image", path) if "image" in f else None
+        truth = (
+            _images(f["ground_truth"][...], "/ground_truth", path) if "ground_truth" in f else None
+        )
+        if not measurements and image is None:
+            raise InvdiffError(
+                f"{path} has neither /measurement nor /image; store the data as /measurement "
+                "(or /image with --simulate)"
+            )
+        angles = np.asarray(f["angles"][...], dtype=np.float64) if "angles" in f else None
+        mask = np.asarray(f["mask"][...]) if "mask" in f else None
+        params = attrs.get("operator_params", "{}")
+        try:
+            params = json.loads(params) if isinstance(params, str) else {}
+        except json.JSONDecodeError:
+            raise InvdiffError(f"attribute operator_params of {path} is not JSON") from None
+        return SolveInput(
+            path,
+            "invdiff",
+            measurements,
+            image,
+            truth,
+            angles,
+            mask,
+            attrs.get("operator"),
+            params,
+            attrs,
+        )
+
+
+def _read_fastmri(f, path: Path, attrs: dict[str, Any]) -> SolveInput:
+    """fastMRI single-coil: S x H x W complex k-space (centred), optional ``mask`` (W,)."""
+    k = np.asarray(f["kspace"][...])
+    if not np.iscomplexobj(k) or k.ndim != 3:
+        raise InvdiffError(
+            f"kspace in {path} is {k.dtype} with shape {k.shape}; fastMRI single-coil k-space is "
+            "complex S x H x W (multi-coil files are not supported)"
+        )
+    _finite(k, "kspace", path)
+    mask = np.asarray(f["mask"][...]) if "mask" in f else None
+    truth = None
+    if "reconstruction_esc" in f:
+        truth = _images(f["reconstruction_esc"][...], "reconstruction_esc", path)
+    return SolveInput(
+        path, "fastmri", {"mri": k[:, None]}, None, truth, None, mask, "mri", {}, attrs
+    )
+

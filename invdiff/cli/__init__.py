@@ -14,12 +14,16 @@ app = typer.Typer(
 
 
 def _register() -> None:
-    from invdiff.cli import data, operators, sample, train
+    from invdiff.cli import data, operators, sample, solve, train
 
     app.add_typer(data.app, name="data")
     app.add_typer(operators.app, name="operators")
     app.command("train")(train.train)
     app.command("sample")(sample.sample)
+    app.command(
+        "solve",
+        context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+    )(solve.solve)
 
 
 _register()

@@ -1,0 +1,466 @@
+"""`invdiff solve`: posterior sampling for measurements in HDF5 files.
+
+    invdiff solve --operator ct_sparse --views 23 input.h5 [--out recon.h5 --png preview.png]
+
+Operators and their parameters are read from the command line in order: ``--operator NAME``
+starts an operator, the options after it (``--views 23``, ``--noise-std 0.01``, ``--mask box``)
+set its parameters (``invdiff operators list`` shows them), until the next ``--operator``.
+Everything else that is not an option is an input file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from invdiff.cli._common import resolve_device, set_threads, user_errors
+from invdiff.errors import InvdiffError
+
+DEFAULT_STRATEGY = "diffpir"
+
+
+@dataclass
+class OperatorSpec:
+    """One ``--operator NAME --param value ...`` group of the command line."""
+
+    name: str
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+def parse_extra(args: list[str], registry) -> tuple[list[OperatorSpec], list[Path]]:
+    """Split the free command-line words into operator groups and input files."""
+    specs: list[OperatorSpec] = []
+    inputs: list[Path] = []
+    i = 0
+    while i < len(args):
+        word = args[i]
+        if not word.startswith("--"):
+            inputs.append(Path(word))
+            i += 1
+            continue
+        key, _, inline = word[2:].partition("=")
+        if key == "operator":
+            value, i = _value(args, i, inline, "--operator")
+            registry.lookup(value)  # unknown name -> one-line error with suggestions
+            specs.append(OperatorSpec(value))
+            continue
+        if not specs:
+            raise InvdiffError(
+                f"unknown option --{key}; operator parameters go after --operator NAME"
+            )
+        spec = specs[-1]
+        params = {p.name: p for p in registry[spec.name].params}
+        name = key.replace("-", "_")
+        if name.startswith("no_") and name[3:] in params and params[name[3:]].type is bool:
+            spec.params[name[3:]] = False
+            i += 1
+            continue
+        if name not in params:
+            known = ", ".join(p.option for p in params.values())
+            raise InvdiffError(f"operator {spec.name!r} has no option --{key}; it takes {known}")
+        param = params[name]
+        if param.type is bool and not inline:
+            spec.params[name] = True
+            i += 1
+            continue
+        value, i = _value(args, i, inline, param.option)
+        try:
+            spec.params[name] = param.type(value)
+        except ValueError:
+            raise InvdiffError(
+                f"{param.option} of {spec.name} takes a {param.type.__name__}, got {value!r}"
+            ) from None
+        if param.choices and spec.params[name] not in param.choices:
+            raise InvdiffError(
+                f"{param.option} of {spec.name} must be one of {', '.join(param.choices)}, "
+                f"got {value!r}"
+            )
+    return specs, inputs
+
+
+def _value(args: list[str], i: int, inline: str, option: str) -> tuple[str, int]:
+    if inline:
+        return inline, i + 1
+    if i + 1 >= len(args):
+        raise InvdiffError(f"{option} needs a value")
+    return args[i + 1], i + 2
+
+
+@user_errors
+def solve(
+    ctx: typer.Context,
+    out: Path | None = typer.Option(
+        None, "--out", help="Output HDF5 (one input) or folder (several); default INPUT_invdiff.h5."
+    ),
+    png: Path | None = typer.Option(
+        None, "--png", help="Preview: baseline, mean, std (one input)."
+    ),
+    model: Path | None = typer.Option(None, "--model", help="Checkpoint; default: shipped model."),
+    strategy: str = typer.Option(
+        DEFAULT_STRATEGY,
+        "--strategy",
+        "--sampler",
+        help="projection, replacement, noisy_likelihood, moment, dps or diffpir.",
+    ),
+    steps: int | None = typer.Option(None, help="Time steps (default: the strategy's)."),
+    snr: float | None = typer.Option(None, help="Langevin corrector snr (0: no corrector)."),
+    lam: float | None = typer.Option(None, "--lambda", help="Projection / DiffPIR weight."),
+    zeta: float | None = typer.Option(None, help="DPS / DiffPIR step weight."),
+    predictor: str | None = typer.Option(None, help="PC predictor (PC-based strategies)."),
+    samples: int = typer.Option(4, "--samples", help="Posterior samples per slice (std needs 2)."),
+    simulate: bool = typer.Option(False, "--simulate", help="Measure /image with the operators."),
+    noise: float | None = typer.Option(
+        None, help="--simulate: noise std (default: each operator's --noise-std)."
+    ),
+    seed: int = typer.Option(0, help="Sample j of slice i uses seed + i * samples + j."),
+    batch_size: int = typer.Option(16, help="Samples per network call."),
+    device: str = typer.Option("auto", help="auto, cpu, cuda, cuda:1 ..."),
+    threads: int = typer.Option(0, help="CPU threads for torch (0: torch's default)."),
+    force: bool = typer.Option(False, "--force", help="Overwrite existing outputs."),
+    progress: bool = typer.Option(True, help="Show a progress bar."),
+) -> None:
+    """Reconstruct images from measurements with the diffusion prior (Bayes' rule for scores).
+
+    Give operators as --operator NAME followed by its options (see `invdiff operators list`),
+    e.g. --operator ct_sparse --views 23, and one or more input HDF5 files.
+    """
+    from invdiff.plugins import build_registry, make_plugin_manager
+
+    registry = build_registry(make_plugin_manager())
+    specs, inputs = parse_extra(list(ctx.args), registry)
+    if not inputs:
+        raise InvdiffError("no input file; usage: invdiff solve --operator NAME [options] IN.h5")
+    if samples < 1 or batch_size < 1 or (steps is not None and steps < 1):
+        raise InvdiffError("--samples, --batch-size and --steps must be positive")
+    if noise is not None and (noise < 0 or not noise == noise):
+        raise InvdiffError(f"--noise must be >= 0, got {noise}")
+    from invdiff.guidance import STRATEGIES, strategy_options
+
+    if strategy not in STRATEGIES:
+        raise InvdiffError(f"unknown --strategy {strategy!r}; use one of {', '.join(STRATEGIES)}")
+    given = {"steps": steps, "snr": snr, "lam": lam, "zeta": zeta, "predictor": predictor}
+    accepted = strategy_options(strategy)
+    options = {k: v for k, v in given.items() if v is not None}
+    for k in options:
+        if k not in accepted:
+            flag = "--lambda" if k == "lam" else f"--{k}"
+            raise InvdiffError(
+                f"--strategy {strategy} takes no {flag}; it takes {sorted(accepted)}"
+            )
+    outputs = _outputs(inputs, out, force)
+    if png is not None and len(inputs) > 1:
+        raise InvdiffError("--png needs a single input file")
+    if png is not None and png.exists() and not force:
+        raise InvdiffError(f"{png} exists; pass --force to overwrite it or choose another --png")
+    rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+    set_threads(threads)
+    dev = resolve_device(device)
+    if world > 1 and dev.startswith("cuda"):
+        dev = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
+    from invdiff.checkpoint import default_model_path, load_model
+
+    model_path = model or default_model_path()
+    score_model, config = load_model(model_path, dev)
+    for k, (src, dst) in enumerate(zip(inputs, outputs, strict=True)):
+        if k % world != rank:
+            continue  # torchrun: inputs are split round-robin over processes
+        job = SolveJob(registry, specs, score_model, config, model_path, dev)
+        job.run(
+            src, dst, png, strategy, options, samples, simulate, noise, seed, batch_size, progress
+        )
+
+
+def _outputs(inputs: list[Path], out: Path | None, force: bool) -> list[Path]:
+    """Return one output path per input; refuse to overwrite without --force."""
+    for src in inputs:
+        if not src.is_file():
+            raise InvdiffError(f"input {src} not found; check the path")
+    if out is None:
+        paths = [src.with_name(src.stem + "_invdiff.h5") for src in inputs]
+    elif len(inputs) > 1 or out.is_dir():
+        if not out.is_dir():
+            raise InvdiffError(f"--out {out} must be an existing folder for several inputs")
+        paths = [out / (src.stem + "_invdiff.h5") for src in inputs]
+    else:
+        paths = [out]
+    for src, dst in zip(inputs, paths, strict=True):
+        if dst.resolve() == src.resolve():
+            raise InvdiffError(f"--out {dst} is the input file; the input is never overwritten")
+        if dst.exists() and not force:
+            raise InvdiffError(
+                f"{dst} exists; pass --force to overwrite it or choose another --out"
+            )
+    return paths
+
+
+class SolveJob:
+    """Read one input, build its operators and measurements, sample, write the output."""
+
+    def __init__(self, registry, specs, model, config, model_path, device):
+        self.registry, self.specs = registry, specs
+        self.model, self.config, self.model_path, self.device = model, config, model_path, device
+        image = config["image"]
+        self.shape = (image["channels"], image["size"], image["size"])
+
+    # Operators and measurements ------------------------------------------------------------
+
+    def operators(self, data, noise: float | None):
+        """Return [(spec, operator)] for the command line's operators or the file's own."""
+        specs = self.specs
+        if not specs:
+            if data.operator is None:
+                raise InvdiffError(
+                    f"{data.path} does not say how it was measured; pass --operator NAME"
+                )
+            self.registry.lookup(data.operator)
+            specs = [OperatorSpec(data.operator, dict(data.operator_params))]
+        out = []
+        for spec in specs:
+            params = dict(spec.params)
+            if data.operator == spec.name:  # the file's parameters, unless overridden
+                params = {**data.operator_params, **params}
+            if noise is not None and "noise_std" not in spec.params:
+                params["noise_std"] = noise
+            entry = self.registry.lookup(spec.name)
+            op = entry.create(self.shape, **params)
+            self._geometry(op, data)
+            out.append((OperatorSpec(spec.name, params), op.to(self.device)))
+        return out
+
+    def _geometry(self, op, data) -> None:
+        import numpy as np
+        import torch
+
+        if data.mask is not None and hasattr(op, "set_mask"):
+            mask = data.mask
+            if data.format == "fastmri":
+                mask = self._fastmri_mask(mask)
+            op.set_mask(torch.as_tensor(np.asarray(mask, dtype=np.float32)))
+        if data.angles is not None and hasattr(op, "views"):
+            want = np.arange(op.views) * np.pi / op.views
+            got = data.angles.ravel()
+            if got.shape != want.shape or not np.allclose(got, want, atol=1e-6):
+                raise InvdiffError(
+                    f"/angles in {data.path} are {got.size} angles, not {op.views} equispaced over"
+                    " [0, pi); ct_sparse supports equispaced parallel-beam views: pass --views "
+                    f"{got.size} if they are equispaced"
+                )
+
+    def _fastmri_mask(self, mask):
+        import numpy as np
+
+        _, h, w = self.shape
+        cols = np.asarray(mask).ravel().astype(bool)
+        start = (cols.size - w) // 2
+        return np.broadcast_to(cols[start : start + w], (h, w)).astype(np.float32)
+
+    def measurements(self, data, ops, simulate: bool, seed: int):
+        """Return one measurement tensor (N, ...) per operator, checked against its shape."""
+        import numpy as np
+        import torch
+
+        n = data.n
+        probe = torch.zeros(1, *self.shape, device=self.device)
+        ys = []
+        if simulate:
+            if data.image is None:
+                raise InvdiffError(f"--simulate needs /image in {data.path}; store N x C x H x W")
+            image = self._check_images(data.image, "/image", data.path)
+            for k, (_, op) in enumerate(ops):
+                ys.append(self._measure(op, image, seed, k))
+            return ys
+        if data.format == "fastmri":
+            data.measurements = {"mri": self._fastmri_kspace(data.measurements["mri"])}
+        for spec, op in ops:
+            y = data.measurements.get(spec.name)
+            if y is None and len(ops) == 1:
+                y = data.measurements.get("")
+            if y is None:
+                where = f"/measurements/{spec.name}" if len(ops) > 1 else "/measurement"
+                raise InvdiffError(f"{data.path} has no {where} for operator {spec.name}")
+            expected = tuple(op(probe).shape[1:])
+            if y.ndim == len(expected) and expected[0] == 1:
+                y = y[:, None]
+            if tuple(y.shape[1:]) != expected:
+                raise InvdiffError(
+                    f"measurement for {spec.name} in {data.path} has shape {tuple(y.shape)} but "
+                    f"the operator gives (N, {', '.join(map(str, expected))}) for "
+                    f"{self.shape[1]}x{self.shape[2]} images; check the operator options "
+                    "(e.g. --views, --detectors) and the model"
+                )
+            complex_needed = op(probe).is_complex()
+            if complex_needed and not np.iscomplexobj(y):
+                raise InvdiffError(
+                    f"{spec.name} measurements are complex but {data.path} stores real data; "
+                    "store complex k-space"
+                )
+            if not complex_needed and np.iscomplexobj(y):
+                raise InvdiffError(f"{spec.name} measurements are real but the file's are complex")
+            if len(y) != n:
+                raise InvdiffError(f"{data.path}: measurements disagree on the number of slices")
+            dtype = torch.complex64 if complex_needed else torch.float32
+            ys.append(torch.as_tensor(np.ascontiguousarray(y)).to(self.device, dtype))
+        return ys
+
+    def _measure(self, op, image, seed: int, k: int):
+        import torch
+
+        from invdiff.train import step_generator
+
+        g = step_generator(seed, 1_000_003 + k)  # measurement noise has its own seed stream
+        return op.measure(torch.as_tensor(image), g).to(self.device)
+
+    def _check_images(self, images, name: str, path):
+        if tuple(images.shape[1:]) != self.shape:
+            c, h, w = self.shape
+            raise InvdiffError(
+                f"{name} in {path} is {tuple(images.shape[1:])} per slice but the model expects "
+                f"({c}, {h}, {w}); resample the data or pass a matching --model"
+            )
+        if images.min() < -1e-6 or images.max() > 1 + 1e-6:
+            raise InvdiffError(f"{name} in {path} lies outside [0, 1]; rescale it")
+        return images
+
+    def _fastmri_kspace(self, k):
+        """Centre-crop k-space to the model's grid (a low-pass resampling) and normalise."""
+        import numpy as np
+
+        _, h, w = self.shape
+        if k.shape[-2] < h or k.shape[-1] < w:
+            raise InvdiffError(f"fastMRI k-space {k.shape[-2:]} is smaller than the model {h}x{w}")
+        r0, c0 = (k.shape[-2] - h) // 2, (k.shape[-1] - w) // 2
+        k = k[..., r0 : r0 + h, c0 : c0 + w]
+        axes = (-2, -1)
+        img = np.fft.fftshift(np.fft.ifft2(np.fft.ifftshift(k, axes=axes), norm="ortho"), axes=axes)
+        img = np.abs(img)
+        scale = img.reshape(len(k), -1).max(1).clip(1e-12)
+        return (k / scale[:, None, None, None]).astype(np.complex64)
+
+    # Sampling and output -------------------------------------------------------------------
+
+    def run(
+        self, src, dst, png, strategy, options, samples, simulate, noise, seed, batch_size, progress
+    ) -> None:
+        import numpy as np
+        import torch
+        from rich.progress import Progress
+
+        from invdiff import __version__
+        from invdiff.baselines import classical_baseline
+        from invdiff.checkpoint import file_sha256
+        from invdiff.guidance import Measurement, strategy_options
+        from invdiff.guidance import solve as posterior
+        from invdiff.io import read_solve_input, write_datasets
+        from invdiff.samplers import generators_for
+
+        data = read_solve_input(src)
+        if data.ground_truth is not None:
+            self._check_images(data.ground_truth, "/ground_truth", src)
+        ops = self.operators(data, noise)
+        ys = self.measurements(data, ops, simulate, seed)
+        truth = data.image if simulate else data.ground_truth
+        n, k_samples = len(ys[0]), samples
+        total = n * k_samples
+        steps = options.get("steps", strategy_options(strategy)["steps"])
+        chunks, nfe, vjp = [], 0, 0
+        t0 = time.perf_counter()
+        if self.device.startswith("cuda"):
+            torch.cuda.reset_peak_memory_stats(self.device)
+        with Progress(disable=not progress) as bar:
+            task = bar.add_task(f"{strategy} {src.name}", total=steps * -(-total // batch_size))
+            for start in range(0, total, batch_size):
+                idx = list(range(start, min(total, start + batch_size)))
+                slices = [i // k_samples for i in idx]
+                ms = [Measurement(op, y[slices]) for (_, op), y in zip(ops, ys, strict=True)]
+                gens = generators_for([seed + i for i in idx], self.device)
+                try:
+                    res = posterior(
+                        self.model,
+                        self.model.sde,
+                        ms,
+                        gens,
+                        strategy=strategy,
+                        callback=lambda _: bar.advance(task),
+                        **options,
+                    )
+                except ValueError as err:
+                    raise InvdiffError(f"{strategy}: {err}") from None
+                chunks.append(res.x.float().cpu())
+                nfe, vjp = nfe + res.nfe, vjp + res.vjp
+        wall = time.perf_counter() - t0
+        x = torch.cat(chunks).reshape(n, k_samples, *self.shape).numpy()
+        if not np.isfinite(x).all():
+            raise InvdiffError(
+                f"{strategy} produced NaN/Inf for {src}; lower --lambda/--zeta or raise --steps"
+            )
+        mean = x.mean(1)
+        baseline_name, baseline = classical_baseline(ops[0][1], ys[0])
+        baseline = baseline.float().cpu().numpy()
+        out = {"reconstruction": mean, "samples": x, "baseline": baseline}
+        if k_samples > 1:
+            out["std"] = x.std(1, ddof=1)
+        for (spec, _), y in zip(ops, ys, strict=True):
+            key = "measurement" if len(ops) == 1 else f"measurements/{spec.name}"
+            out[key] = y.cpu().numpy()
+        attrs = {
+            "invdiff_version": __version__,
+            "input": str(src),
+            "input_format": data.format,
+            "operators": json.dumps([{"name": s.name, **s.params} for s, _ in ops]),
+            "strategy": strategy,
+            "strategy_options": json.dumps({**strategy_options(strategy), **options}),
+            "model": str(self.model_path),
+            "model_sha256": file_sha256(self.model_path),
+            "model_steps": int(self.config.get("training", {}).get("steps_done", -1)),
+            "seed": seed,
+            "seeds": f"sample j of slice i: seed + i * {k_samples} + j",
+            "samples_per_slice": k_samples,
+            "simulated": simulate,
+            "nfe_per_sample": nfe // max(-(-total // batch_size), 1),
+            "nfe_total_batched_calls": nfe,
+            "vjp_total": vjp,
+            "wall_time_s": wall,
+            "wall_time_per_slice_s": wall / n,
+            "device": self.device,
+            "torch_threads": torch.get_num_threads(),
+            "baseline": baseline_name,
+        }
+        if self.device.startswith("cuda"):
+            attrs["peak_gpu_memory_bytes"] = int(torch.cuda.max_memory_allocated(self.device))
+        message = f"wrote {dst}: {n} slice(s) x {k_samples} sample(s), {strategy}"
+        if truth is not None:
+            from invdiff.metrics import psnr, ssim
+
+            out["ground_truth"] = truth
+            for name, est in (("invdiff", mean), ("baseline", baseline)):
+                out[f"metrics/{name}_psnr"] = psnr(est, truth)
+                out[f"metrics/{name}_ssim"] = ssim(est, truth)
+                attrs[f"{name}_psnr_mean"] = float(out[f"metrics/{name}_psnr"].mean())
+                attrs[f"{name}_ssim_mean"] = float(out[f"metrics/{name}_ssim"].mean())
+            message += (
+                f"; PSNR {attrs['invdiff_psnr_mean']:.2f} dB (baseline {baseline_name} "
+                f"{attrs['baseline_psnr_mean']:.2f} dB)"
+            )
+        write_datasets(dst, out, attrs, force=True)
+        if png is not None:
+            self._preview(png, truth, baseline, mean, out.get("std"))
+        typer.echo(f"{message}; {wall:.1f} s on {self.device}")
+
+    def _preview(self, png, truth, baseline, mean, std) -> None:
+        import numpy as np
+
+        from invdiff.images import grid, save_png
+
+        rows = [] if truth is None else [truth]
+        rows += [baseline, mean]
+        if std is not None:
+            rows.append(std / max(float(std.max()), 1e-12))
+        n = min(len(mean), 4)
+        tiles = np.stack([r[i] for i in range(n) for r in rows]).clip(0, 1)
+        save_png(png, grid(tiles, ncols=len(rows)), scale=2)
