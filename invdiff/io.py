@@ -239,4 +239,3 @@ def _read_fastmri(f, path: Path, attrs: dict[str, Any]) -> SolveInput:
     return SolveInput(
         path, "fastmri", {"mri": k[:, None]}, None, truth, None, mask, "mri", {}, attrs
     )
-

@@ -77,6 +77,11 @@ class Masking(LinearOperator):
         """Return m ⊙ y, the exact pseudo-inverse (A is an orthogonal projection)."""
         return self.adjoint(y)
 
+    def project(self, x: Tensor, y: Tensor, lam: float | Tensor = 1.0) -> Tensor:
+        """Return (1 - lam m) ⊙ x + lam m ⊙ y: with lam = 1 observed pixels equal y bit for bit."""
+        m = self.mask.to(x.dtype)
+        return x * (1 - lam * m) + (lam * m) * y
+
     def restrict_to_measured(self, y: Tensor) -> Tensor:
         """Return m ⊙ y: masked pixels carry no measurement, hence no noise."""
         return self.adjoint(y)
