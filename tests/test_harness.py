@@ -1,0 +1,95 @@
+"""The benchmark harness end to end on a tiny configuration, its data sets and the report writer."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parent.parent / "benchmarks"
+sys.path.insert(0, str(BENCH))
+
+import common  # noqa: E402
+import datasets  # noqa: E402
+import harness  # noqa: E402
+import report  # noqa: E402
+
+
+@pytest.fixture
+def tiny(tmp_path, monkeypatch):
+    """A tiny harness run (3 tasks, 2 images at 32 x 32, untrained network) into tmp_path."""
+    monkeypatch.setattr(common, "RESULTS", tmp_path / "results")
+    cfg = harness.tiny_config()
+    cfg.tasks = ["ct23", "mri8", "inpaint70"]
+    cfg.data_dir = str(tmp_path / "data")
+    model, _ = harness.tiny_model(cfg.size)
+    out = harness.run(cfg, model, command="pytest tiny run")
+    return cfg, out, tmp_path / "results"
+
+
+def test_harness_end_to_end(tiny):
+    cfg, out, results = tiny
+    data = json.loads((results / f"{cfg.name}.json").read_text())
+    assert set(data["tasks"]) == set(cfg.tasks)
+    ct = data["tasks"]["ct23"]["methods"]
+    assert {"FBP", "FISTA-TV", "invdiff main", "invdiff fast"} <= set(ct)
+    main = ct["invdiff main"]
+    assert len(main["per_image"]["psnr"]) == cfg.n_test
+    assert main["samples"] == cfg.samples and main["nfe_per_sample"] > 0
+    assert 0 <= main["coverage90"]["mean"] <= 1
+    # FISTA-TV's weight comes from the validation table, never from the test set.
+    tun = data["tasks"]["ct23"]["tuning"]["FISTA-TV"]
+    best = max(tun["validation_table"], key=lambda r: r["mean_psnr"])
+    assert tun["weight"] == best["weight"]
+    # Targets are computed from the numbers in the same report.
+    t = next(r for r in data["targets"] if r["task"] == "ct23" and r["method"] == "invdiff main")
+    assert t["psnr_gain_db"] == pytest.approx(main["psnr"]["mean"] - ct["FISTA-TV"]["psnr"]["mean"])
+    assert next(r for r in data["targets"] if r["task"] == "ct8")["status"] == "not run"
+    assert {r["strategy"] for r in data["sweep"]} == set(cfg.sweep_strategies)
+    md = (results / f"{cfg.name}.md").read_text()
+    assert "Issue-5 targets" in md and "pytest tiny run" in md
+    for fig in data["run"]["figures"]:
+        assert (results / fig).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_same_seeds_same_samples(tiny):
+    cfg, out, _ = tiny
+    model, _ = harness.tiny_model(cfg.size)
+    split = datasets.load_split(Path(cfg.data_dir) / "mri8_test.h5")
+    opts = harness.main_options("mri", cfg.main_steps)
+    a = harness.sample(cfg, model, split["op"], split["y"], "projection", opts)["samples"]
+    b = harness.sample(
+        dataclasses.replace(cfg, batch=1), model, split["op"], split["y"], "projection", opts
+    )["samples"]
+    assert (a == b).all()  # sample k of image i depends on its seed only, not on the batch
+
+
+def test_dataset_checksums_deterministic(tmp_path):
+    kw = {"tasks": ["ct23_noise", "mri_vd8", "inpaint_box"], "size": 32, "n_val": 2, "n_test": 3}
+    first = datasets.write_all(tmp_path / "a", **kw)
+    second = datasets.write_all(tmp_path / "b", **kw)
+    assert first == second and len(first) == 6
+    (tmp_path / "a" / datasets.SUMS).write_text(datasets.format_sums(first))
+    assert all(datasets.check(tmp_path / "b", tmp_path / "a" / datasets.SUMS).values())
+    split = datasets.load_split(tmp_path / "a" / "ct23_noise_test.h5")
+    assert split["truth"].shape == (3, 1, 32, 32)
+    assert split["op"].noise_std > 0 and split["attrs"]["noise_level"] == 0.01
+
+
+def test_committed_checksums_list_every_task():
+    names = set(datasets.read_sums(datasets.DATA / datasets.SUMS))
+    assert names == {f"{t}_{s}.h5" for t in datasets.TASKS for s in datasets.SPLITS}
+
+
+def test_report_assembles_results(tmp_path):
+    results = tmp_path / "benchmarks" / "results"
+    results.mkdir(parents=True)
+    (results / "harness.md").write_text("# Harness\n\n![fig](harness_ct23.png)\n")
+    (results / "operators.md").write_text("# Operators\n\n| a |\n")
+    (results / "harness_tiny.md").write_text("# Tiny\n")
+    text = report.assemble(results, tmp_path)
+    assert text.index("## Operators") < text.index("## Harness")
+    assert "](benchmarks/results/harness_ct23.png)" in text and "Tiny" not in text
