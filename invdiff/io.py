@@ -16,7 +16,8 @@ Solve input (``invdiff solve``), one file holds N slices solved as a batch:
 - attributes ``operator`` (name) and ``operator_params`` (JSON) say how y was measured; the
   command line may repeat them but not contradict the data's shape;
 - ``/ground_truth`` (optional): N x C x H x W in [0, 1], for PSNR / SSIM;
-- ``/image`` (for ``--simulate``): N x C x H x W in [0, 1], measured with the given operators.
+- ``/image`` (for ``--simulate``; ``/images`` of the training layout also works): N x C x H x W
+  in [0, 1], measured with the given operators.
 
 Also read: fastMRI single-coil files (``kspace`` S x H x W complex, ``mask`` when present,
 ``reconstruction_esc``) and LoDoPaB-CT files (``data``: N x views x detectors; geometry from the
@@ -177,7 +178,7 @@ def read_solve_input(path: str | Path) -> SolveInput:
         attrs = {k: _plain(v) for k, v in f.attrs.items()}
         if "kspace" in f:
             return _read_fastmri(f, path, attrs)
-        if "data" in f and "measurement" not in f and "image" not in f:
+        if "data" in f and not {"measurement", "image", "images"} & set(f):
             y = _finite(np.asarray(f["data"][...], dtype=np.float32), "/data", path)
             if y.ndim != 3:
                 raise InvdiffError(f"/data in {path} has shape {y.shape}; LoDoPaB is N x V x D")
@@ -193,7 +194,8 @@ def read_solve_input(path: str | Path) -> SolveInput:
             if y.dtype.kind not in "fciu":
                 raise InvdiffError(f"{label} in {path} is not numeric ({y.dtype})")
             _finite(y, label, path)
-        image = _images(f["image"][...], "/image", path) if "image" in f else None
+        key = "image" if "image" in f else "images" if "images" in f else None  # training layout
+        image = _images(f[key][...], f"/{key}", path) if key else None
         truth = (
             _images(f["ground_truth"][...], "/ground_truth", path) if "ground_truth" in f else None
         )
