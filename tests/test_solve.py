@@ -253,3 +253,33 @@ def test_bad_inputs(tmp_path, truth64):
     assert_user_error(invoke("solve", *ct, "--simulate", ok, "--out", out), "exists", "--force")
     assert out.read_bytes() == b"keep me"
     assert_user_error(invoke("solve", *ct, "--simulate", ok, "--out", ok), "input")
+
+
+def test_torchrun_splits_inputs_over_processes(tmp_path, tiny_model):
+    import os
+    import subprocess
+    import sys
+
+    images = make_phantoms(3, 16, seed=2)[0]
+    srcs = [write(tmp_path / f"in{k}.h5", image=images[k : k + 1]) for k in range(3)]
+    (tmp_path / "outs").mkdir()
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+    cmd += ["-m", "invdiff", "solve", "--model", tiny_model, "--operator", "masking", "--simulate"]
+    cmd += [*map(str, srcs), "--out", str(tmp_path / "outs"), "--steps", "3", "--samples", "1"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(
+        [*cmd, "--no-progress"], capture_output=True, text=True, env=env, timeout=240
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert sorted(p.name for p in (tmp_path / "outs").iterdir()) == [
+        f"in{k}_invdiff.h5" for k in range(3)
+    ]
+
+
+def test_import_is_light():
+    import subprocess
+    import sys
+
+    code = "import sys, invdiff, invdiff.cli; print('astra' in sys.modules, 'h5py' in sys.modules)"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.stdout.split() == ["False", "False"], done.stdout + done.stderr
