@@ -127,7 +127,7 @@ def denoising(model, n_test: int = 256, n_val: int = 32) -> list[dict]:
         den = torch.cat(outs).clamp(0, 1).numpy()
         gv = torch.Generator().manual_seed(int(1000 * sigma) + 1)
         vnoisy = (torch.as_tensor(val) + sigma * torch.randn(val.shape, generator=gv)).numpy()
-        grid_w = np.geomspace(0.01, 1.0, 13) * sigma
+        grid_w = np.geomspace(0.01, 3.0, 16) * sigma
         scores = [float(psnr(tv_denoise(vnoisy, w).clip(0, 1), val).mean()) for w in grid_w]
         w_best = float(grid_w[int(np.argmax(scores))])
         tv = tv_denoise(noisy.numpy(), w_best).clip(0, 1)
