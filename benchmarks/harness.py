@@ -20,6 +20,14 @@ For every task of ``benchmarks/datasets.py`` (CT 23 / 8 views with and without 1
 PSNR: data_range 1 on images clipped to [0, 1]; SSIM: ``invdiff.metrics.SSIM_CONVENTION``.
 Writes ``results/harness.json`` (every number, per image), ``results/harness.md`` (tables, the
 issue-5 targets computed from the numbers) and PNG figures ``results/harness_*.png``.
+Cost. The network dominates: NFE per sample x samples x test images x tasks. The defaults
+(4 samples, main 50 steps = 101 NFE, fast 49 steps = 50 NFE, 9 tasks x 32 images, sweep NFE
+20..400 on 4 images) spend about 180k image-NFE plus the sweep: roughly 30-40 min on 2 quiet CPU
+cores (about 9 ms per 64 x 64 image-NFE at batch 16) and several times that on a shared machine
+(60-100 ms per image-NFE measured beside a training job). Lower ``--samples``, ``--main-steps``,
+``--fast-steps`` or ``--tasks`` to fit; the Markdown always prints the command that made it.
+``--render results/harness.json`` rewrites the Markdown from a JSON report without recomputing.
+
 ``--tiny`` runs everything at 32 x 32 with an untrained tiny network in well under a minute (CI
 smoke test; results named ``harness_tiny``, which ``report.py`` leaves out).
 """
@@ -31,6 +39,7 @@ import os
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch: libgomp spin-waits otherwise
 
 import argparse  # noqa: E402
+import json  # noqa: E402
 import math  # noqa: E402
 import resource  # noqa: E402
 import shlex  # noqa: E402
@@ -91,7 +100,7 @@ class Config:
     n_test: int = datasets.N_TEST
     n_tune: int = 4
     samples: int = 4
-    main_steps: int = 100
+    main_steps: int = 50
     fast_steps: int = 49
     fast_lams: list[float] = field(default_factory=lambda: [1.0, 7.0, 50.0])
     sweep_tasks: list[str] = field(default_factory=lambda: ["ct23", "mri8"])
@@ -598,7 +607,9 @@ def markdown(report: dict) -> str:
             "",
             f"First {cfg['sweep_images']} test images, one sample each (seed "
             f"{SEED_STRIDE} i). Projection and noisy likelihood use a Langevin corrector (2 NFE "
-            "per step); DPS adds one backward pass per step (VJP column). Peak memory is the "
+            "per step); DPS adds one backward pass per step (VJP column). DPS (zeta 1) and "
+            "the noisy likelihood (snr 0.16) run with their defaults, untuned; projection uses "
+            "Song's settings and DiffPIR the lambda tuned for the task. Peak memory is the "
             "process peak RSS so far (monotone over the run)"
             + (", CUDA allocator peak per row" if cfg["device"].startswith("cuda") else "")
             + ".",
@@ -705,8 +716,8 @@ def run(cfg: Config, model=None, model_info: dict | None = None, command: str = 
     return report
 
 
-def parse(argv: list[str] | None = None) -> tuple[Config, str]:
-    """Return the Config from the command line and the command that reproduces it."""
+def parse(argv: list[str] | None = None) -> tuple[Config, str, Path | None]:
+    """Return the Config from the command line, the command that reproduces it, --render."""
     d = Config()
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--tiny", action="store_true", help="CI smoke configuration (untrained model)")
@@ -722,6 +733,7 @@ def parse(argv: list[str] | None = None) -> tuple[Config, str]:
     p.add_argument("--device")
     p.add_argument("--model", help="model file (default: the shipped invdiff/models/phantom64.pt)")
     p.add_argument("--out", type=Path, help="results folder (default: benchmarks/results)")
+    p.add_argument("--render", type=Path, help="only rewrite the Markdown of this JSON report")
     args = p.parse_args(argv)
     cfg = tiny_config() if args.tiny else d
     if args.out is None and args.tiny:
@@ -729,16 +741,20 @@ def parse(argv: list[str] | None = None) -> tuple[Config, str]:
     if args.out is not None:
         common.RESULTS = args.out
     for key, value in vars(args).items():
-        if key not in ("tiny", "out") and value is not None:
+        if key not in ("tiny", "out", "render") and value is not None:
             setattr(cfg, key, value)
     if not args.tiny and cfg.n_test != datasets.N_TEST:
         cfg.data_dir = str(Path(cfg.data_dir) / f"n{cfg.n_test}")
     argv = sys.argv[1:] if argv is None else argv
-    return cfg, shlex.join(["python", "benchmarks/harness.py", *argv])
+    return cfg, shlex.join(["python", "benchmarks/harness.py", *argv]), args.render
 
 
 def main() -> None:
-    cfg, command = parse()
+    cfg, command, render = parse()
+    if render is not None:
+        render.with_suffix(".md").write_text(markdown(json.loads(render.read_text())))
+        print(f"wrote {render.with_suffix('.md')}")
+        return
     model = info = None
     if cfg.name == "harness_tiny":
         model, _ = tiny_model(cfg.size)

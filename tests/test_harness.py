@@ -51,6 +51,7 @@ def test_harness_end_to_end(tiny):
     assert {r["strategy"] for r in data["sweep"]} == set(cfg.sweep_strategies)
     md = (results / f"{cfg.name}.md").read_text()
     assert "Issue-5 targets" in md and "pytest tiny run" in md
+    assert harness.markdown(data) == md  # --render rebuilds the same Markdown from the JSON
     for fig in data["run"]["figures"]:
         assert (results / fig).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
