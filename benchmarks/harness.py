@@ -649,7 +649,7 @@ def jsonable(obj):
     if isinstance(obj, list | tuple):
         return [jsonable(v) for v in obj]
     if isinstance(obj, torch.Tensor | np.ndarray):
-        return np.asarray(obj).tolist()
+        return jsonable(np.asarray(obj).tolist())
     if isinstance(obj, np.generic):
         return obj.item()
     if isinstance(obj, float) and not math.isfinite(obj):
