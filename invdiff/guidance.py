@@ -238,6 +238,32 @@ class MomentPosterior:
         return prior.detach() + jt(back(u))
 
 
+class ClassifierGuidedScore:
+    """Prior score plus the scores of time-conditional likelihoods (classifier guidance).
+
+    Song et al. (ICLR 2021, Sec. 5, class-conditional sampling, eq. 14 with a noise-conditional
+    classifier): grad log p_t(x_t | c) = grad log p_t(x_t) + grad log p_t(c | x_t). Each
+    measurement's operator is time-conditional (``op.time_conditional``) and provides
+    ``likelihood_score_t(x, t, y)``, here ``s * grad log p_t(y | x_t)``; its y is the class label
+    (1 or B entries) and its weight multiplies the term. One network evaluation of the prior per
+    call; exact when the classifier is the exact p_t(c | x_t).
+    """
+
+    def __init__(self, prior: ScoreFn, sde: SDE, measurements: Sequence[Measurement]) -> None:
+        for m in measurements:
+            if not getattr(m.op, "time_conditional", False):
+                raise ValueError(f"{m.op.name} is not time-conditional; pass it as a measurement")
+            if hasattr(m.op, "check_sde"):
+                m.op.check_sde(sde)
+        self.prior, self.measurements = prior, list(measurements)
+
+    def score(self, x: Tensor, t: Tensor) -> Tensor:
+        out = self.prior.score(x, t)
+        for m in self.measurements:
+            out = out + m.weight * m.op.likelihood_score_t(x, t, m.y)
+        return out
+
+
 # Data-consistency steps (the PC loop's project hook) -------------------------------------------
 
 
@@ -389,6 +415,11 @@ class Problem:
         )
 
 
+def solve_prior(p: Problem, *, steps=1000, snr=0.16, predictor="reverse_diffusion"):
+    """Sample the (possibly classifier-guided) prior with the PC sampler; no data term."""
+    return p.pc(p.prior, steps, snr, predictor)
+
+
 def solve_noisy_likelihood(p: Problem, *, steps=1000, snr=0.16, predictor="reverse_diffusion"):
     """Sample with :class:`NoisyLikelihoodPosterior` (Song et al. 2021)."""
     post = NoisyLikelihoodPosterior(p.prior, p.sde, p.measurements, p.generators, p.like)
@@ -489,8 +520,17 @@ def solve(
             raise ValueError(
                 f"{m.op.name}: y has batch {m.y.shape[0]}; need 1 or {len(generators)}"
             )
-    if like is None:
-        y = ms[0].y
-        like = torch.empty(0, device=y.device, dtype=y.real.dtype if y.is_complex() else y.dtype)
     kw = {k: v for k, v in options.items() if v is not None}
-    return STRATEGIES[strategy](Problem(prior, sde, ms, generators, like, callback), **kw)
+    guided = [m for m in ms if getattr(m.op, "time_conditional", False)]
+    measured = [m for m in ms if m not in guided]
+    if like is None:
+        y = (measured or ms)[0].y
+        dtype = y.real.dtype if y.is_floating_point() or y.is_complex() else None
+        like = torch.empty(0, device=y.device, dtype=dtype or torch.get_default_dtype())
+    if guided:  # time-conditional likelihoods join the prior; the strategy sees the rest
+        prior = ClassifierGuidedScore(prior, sde, guided)
+    if not measured:  # only hypotheses, no data: the plain PC sampler on the guided score
+        p = Problem(prior, sde, guided, generators, like, callback)
+        pc_kw = {k: v for k, v in kw.items() if k in ("steps", "snr", "predictor")}
+        return solve_prior(p, **{"steps": known["steps"], **pc_kw})
+    return STRATEGIES[strategy](Problem(prior, sde, measured, generators, like, callback), **kw)

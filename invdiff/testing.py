@@ -288,6 +288,22 @@ def check_measure(cls: type[Operator], g: torch.Generator):
     return z, Z_LIMIT, f"std {float(r.std()) * CHECK_NOISE_STD:.4g} over {n} entries"
 
 
+def check_time_conditional(cls: type[Operator], g: torch.Generator):
+    """Where ``time_conditional``: likelihood_score_t(x, t, y) matches autograd of
+    log_likelihood_t(x, t, y) (float64, a different t per sample) and batches agree."""
+    if not getattr(cls, "time_conditional", False):
+        raise Skip("not time-conditional")
+    op = cls.example(g).to(torch.float64)
+    x = _images(op, g, 3, torch.float64)
+    t = torch.rand(3, generator=g, dtype=torch.float64) * 0.9 + 0.05
+    got = op.likelihood_score_t(x, t, None)
+    xr = x.clone().requires_grad_(True)
+    (want,) = torch.autograd.grad(op.log_likelihood_t(xr, t, None).sum(), xr)
+    _expect(relative_gap(got, want), 1e-8, "||score_t - autograd|| / ||autograd||")
+    single = torch.cat([op.likelihood_score_t(x[i : i + 1], t[i : i + 1], None) for i in range(3)])
+    return _expect(relative_gap(got, single), EXACT_RTOL, "score_t: batch of 3 vs 3 x 1")
+
+
 CHECKS: dict[str, Callable[[type[Operator], torch.Generator], Any]] = {
     "example": check_example,
     "input_validation": check_input_validation,
@@ -298,6 +314,7 @@ CHECKS: dict[str, Callable[[type[Operator], torch.Generator], Any]] = {
     "adjoint_float32": check_adjoint(torch.float32),
     "adjoint_float64": check_adjoint(torch.float64),
     "likelihood_score": check_likelihood_score,
+    "likelihood_score_t": check_time_conditional,
     "pseudo_inverse": check_pseudo_inverse,
     "project": check_project,
     "measure": check_measure,

@@ -14,11 +14,12 @@ app = typer.Typer(
 
 
 def _register() -> None:
-    from invdiff.cli import data, operators, sample, solve, train
+    from invdiff.cli import data, operators, sample, solve, train, train_classifier
 
     app.add_typer(data.app, name="data")
     app.add_typer(operators.app, name="operators")
     app.command("train")(train.train)
+    app.command("train-classifier")(train_classifier.train_classifier)
     app.command("sample")(sample.sample)
     app.command(
         "solve",

@@ -40,3 +40,34 @@ def phantoms(
     }
     write_datasets(out, {"images": images, "labels": labels}, attrs, force=force)
     typer.echo(f"wrote {n} phantoms of {size}x{size} to {out} ({int(labels.sum())} with a lesion)")
+
+
+@app.command("photos")
+@user_errors
+def photos(
+    out: Path = typer.Argument(..., help="Output HDF5 file."),
+    n: int = typer.Option(8192, "--n", help="Number of patches."),
+    size: int = typer.Option(32, "--size", help="Patch side in pixels."),
+    seed: int = typer.Option(0, "--seed", help="Seed; patch k depends on (seed, k) only."),
+    split: str = typer.Option("train", help="train: all photos but the held-out one; test: it."),
+    holdout: str = typer.Option("chelsea", help="The photograph kept out of training."),
+    force: bool = typer.Option(False, "--force", help="Overwrite an existing file."),
+) -> None:
+    """Cut random RGB patches from the colour photographs bundled with scikit-image."""
+    from invdiff.io import write_datasets
+    from invdiff.photos import make_patches
+
+    if n < 1 or size < 8:
+        raise InvdiffError("need --n >= 1 and --size >= 8")
+    images, which, names = make_patches(n, size, seed, split, holdout)
+    attrs = {
+        "generator": "invdiff.photos.make_patches",
+        "seed": seed,
+        "size": size,
+        "split": split,
+        "holdout": holdout,
+        "photos": ",".join(names),
+        "label_meaning": "index of the source photograph in attribute 'photos'",
+    }
+    write_datasets(out, {"images": images, "labels": which}, attrs, force=force)
+    typer.echo(f"wrote {n} {split} patches of {size}x{size} from {len(names)} photographs to {out}")

@@ -273,16 +273,20 @@ class SolveJob:
                 raise InvdiffError(f"--simulate needs /image in {data.path}; store N x C x H x W")
             image = self._check_images(data.image, "/image", data.path)
             for k, (_, op) in enumerate(ops):
-                ys.append(self._measure(op, image, seed, k))
+                ys.append(_label(op, n) if _hypothesis(op) else self._measure(op, image, seed, k))
             return ys
         if data.format == "fastmri":
             data.measurements = {"mri": self._fastmri_kspace(data.measurements["mri"])}
+        measured = [spec for spec, op in ops if not _hypothesis(op)]
         for spec, op in ops:
+            if _hypothesis(op):  # a class hypothesis: its "measurement" is the label
+                ys.append(_label(op, n).to(self.device))
+                continue
             y = data.measurements.get(spec.name)
-            if y is None and len(ops) == 1:
+            if y is None and len(measured) == 1:
                 y = data.measurements.get("")
             if y is None:
-                where = f"/measurements/{spec.name}" if len(ops) > 1 else "/measurement"
+                where = f"/measurements/{spec.name}" if len(measured) > 1 else "/measurement"
                 raise InvdiffError(f"{data.path} has no {where} for operator {spec.name}")
             expected = tuple(op(probe).shape[1:])
             if y.ndim == len(expected) and expected[0] == 1:
@@ -400,8 +404,12 @@ class SolveJob:
                 f"{strategy} produced NaN/Inf for {src}; lower --lambda/--zeta or raise --steps"
             )
         mean = x.mean(1)
-        baseline_name, baseline = classical_baseline(ops[0][1], ys[0])
-        baseline = baseline.float().cpu().numpy()
+        first = [k for k, (_, op) in enumerate(ops) if not _hypothesis(op)]
+        if first:
+            baseline_name, baseline = classical_baseline(ops[first[0]][1], ys[first[0]])
+            baseline = baseline.float().cpu().numpy()
+        else:  # hypotheses only (class-conditional sampling): no data, no classical baseline
+            baseline_name, baseline = "none (zeros)", np.zeros_like(mean)
         out = {"reconstruction": mean, "samples": x, "baseline": baseline}
         if k_samples > 1:
             out["std"] = x.std(1, ddof=1)
@@ -464,3 +472,15 @@ class SolveJob:
         n = min(len(mean), 4)
         tiles = np.stack([r[i] for i in range(n) for r in rows]).clip(0, 1)
         save_png(png, grid(tiles, ncols=len(rows)), scale=2)
+
+
+def _hypothesis(op) -> bool:
+    """Return True for time-conditional operators (a class hypothesis, not measured data)."""
+    return bool(getattr(op, "time_conditional", False))
+
+
+def _label(op, n: int):
+    """Return the label of a hypothesis operator for n slices, shape (n,)."""
+    import torch
+
+    return torch.full((n,), int(op.label), dtype=torch.long)

@@ -1,0 +1,83 @@
+"""`invdiff train-classifier`: a time-conditional classifier p_t(y | x_t) for a score model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from invdiff.cli._common import resolve_device, set_threads, user_errors
+from invdiff.errors import InvdiffError
+
+
+@user_errors
+def train_classifier(
+    data: Path = typer.Argument(..., help="HDF5 file with /images and integer /labels."),
+    out: Path = typer.Option(..., "--out", help="Classifier file to write."),
+    model: Path | None = typer.Option(
+        None, "--model", help="Score model whose SDE the classifier is for; default: shipped."
+    ),
+    steps: int = typer.Option(2000, help="Optimiser steps."),
+    batch_size: int = typer.Option(32, help="Batch size."),
+    lr: float = typer.Option(1e-3, help="AdamW learning rate."),
+    ema_decay: float = typer.Option(0.99, help="EMA decay of the weights (0: no EMA)."),
+    base: int = typer.Option(16, help="Channels at full resolution."),
+    mult: str = typer.Option("1,2,2,2", help="Channel multipliers per level."),
+    res_blocks: int = typer.Option(1, help="Residual blocks per level."),
+    clean: bool = typer.Option(False, "--clean", help="Train at t = t_min only (clean images)."),
+    ckpt_every: int = typer.Option(500, help="Write OUT every this many steps."),
+    seed: int = typer.Option(0, help="Seed of initialisation, batches and noise."),
+    device: str = typer.Option("auto", help="auto, cpu, cuda, cuda:1 ..."),
+    threads: int = typer.Option(0, help="CPU threads for torch (0: torch's default)."),
+) -> None:
+    """Train p_t(y | x_t) on images diffused with the model's SDE (Song et al. 2021, Sec. 5)."""
+    import numpy as np
+    import torch
+
+    from invdiff.checkpoint import MODEL_FORMAT, default_model_path, file_sha256, load
+    from invdiff.classifier import (
+        ClassifierConfig,
+        ClassifierTrainConfig,
+        build_classifier,
+    )
+    from invdiff.classifier import train_classifier as run
+    from invdiff.io import read_images
+
+    set_threads(threads)
+    model_path = model or default_model_path()
+    model_cfg = load(model_path, MODEL_FORMAT)["config"]
+    images, labels, attrs = read_images(data)
+    if labels is None:
+        raise InvdiffError(f"{data} has no /labels; store one integer class per image")
+    classes = np.unique(labels)
+    if classes.min() < 0 or len(classes) < 2:
+        raise InvdiffError(f"/labels in {data} must hold at least two classes >= 0, got {classes}")
+    n, c, h, w = images.shape
+    image = model_cfg["image"]
+    if (c, h, w) != (image["channels"], image["size"], image["size"]):
+        raise InvdiffError(
+            f"images in {data} are {c}x{h}x{w} but the model expects "
+            f"{image['channels']}x{image['size']}x{image['size']}; use matching data or --model"
+        )
+    if steps < 1 or batch_size < 1 or ckpt_every < 1 or not 0 <= ema_decay < 1:
+        raise InvdiffError("need --steps, --batch-size, --ckpt-every >= 1 and 0 <= --ema-decay < 1")
+    try:
+        mults = tuple(int(v) for v in mult.split(",") if v.strip())
+        net = ClassifierConfig(c, int(classes.max()) + 1, base, mults, res_blocks)
+    except ValueError:
+        raise InvdiffError("--mult takes comma-separated integers, e.g. 1,2,2,2") from None
+    config = {
+        "net": net.to_dict(),
+        "sde": model_cfg["sde"],
+        "sigma_data": model_cfg.get("sigma_data", 0.5),
+        "image": {"channels": c, "size": h},
+        "model": {"file": Path(model_path).name, "sha256": file_sha256(model_path)},
+        "classes": {"counts": np.bincount(labels).tolist(), "meaning": attrs.get("label_meaning")},
+        "data": {"file": data.name, "n": n, "attrs": attrs},
+    }
+    tc = ClassifierTrainConfig(steps, batch_size, lr, 1e-4, ema_decay, clean, ckpt_every, seed)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)  # initial weights depend on --seed only
+        clf = build_classifier(config)
+    run(images, labels, clf, config, out, tc, device=resolve_device(device))
+    typer.echo(f"wrote {out}")
