@@ -106,7 +106,14 @@ class Config:
     fast_lams: list[float] = field(default_factory=lambda: [1.0, 7.0, 50.0])
     sweep_tasks: list[str] = field(default_factory=lambda: ["ct23", "mri8"])
     sweep_strategies: list[str] = field(
-        default_factory=lambda: ["projection", "diffpir", "dps", "noisy_likelihood"]
+        default_factory=lambda: [
+            "projection",
+            "diffpir",
+            "dps",
+            "noisy_likelihood",
+            "replacement",
+            "moment",
+        ]
     )
     sweep_nfe: list[int] = field(default_factory=lambda: [20, 50, 100, 200, 400])
     sweep_images: int = 4
@@ -133,7 +140,7 @@ def tiny_config() -> Config:
         main_steps=2,
         fast_steps=2,
         fast_lams=[7.0],
-        sweep_strategies=["projection", "diffpir"],
+        sweep_strategies=["projection", "diffpir", "replacement"],
         sweep_nfe=[4],
         sweep_images=1,
         fista_iterations=3,
@@ -375,8 +382,10 @@ def sweep_options(strategy: str, nfe: int, kind: str) -> dict:
     """Return the knobs that make ``strategy`` spend about ``nfe`` network evaluations."""
     if strategy == "projection":
         return main_options(kind, max(1, nfe // 2))
-    if strategy == "noisy_likelihood":
+    if strategy in ("noisy_likelihood", "replacement"):
         return {"steps": max(1, nfe // 2), "snr": 0.16}
+    if strategy == "moment":
+        return {"steps": nfe, "snr": 0.0}
     if strategy == "diffpir":
         return {"steps": max(1, nfe - 1)}
     if strategy == "dps":
@@ -401,7 +410,12 @@ def run_sweep(cfg: Config, model, name: str, split: dict, fast_lam: float | None
                 opts["lam"] = fast_lam
             if cfg.device.startswith("cuda"):
                 torch.cuda.reset_peak_memory_stats()
-            run = sample(one, model, op, y, strategy, opts)
+            try:
+                run = sample(one, model, op, y, strategy, opts)
+            except ValueError as err:  # the strategy does not apply (e.g. needs noise_std > 0)
+                rows.append({"task": name, "strategy": strategy, "not_applicable": str(err)})
+                print(f"sweep {name} {strategy}: not applicable ({err})")
+                break
             res = scores(run["samples"][0], truth)
             rows.append(
                 {
@@ -475,6 +489,7 @@ def sweep_figure(path: Path, sweep: list[dict], tasks: dict) -> bool:
         import matplotlib.pyplot as plt
     except ImportError:
         return False
+    sweep = [r for r in sweep if "not_applicable" not in r]
     names = sorted({r["task"] for r in sweep})
     fig, axes = plt.subplots(1, len(names), figsize=(5 * len(names), 3.8), squeeze=False)
     for ax, name in zip(axes[0], names, strict=True):
@@ -611,7 +626,8 @@ def markdown(report: dict) -> str:
             "",
             f"First {cfg['sweep_images']} test images, one sample each (seed "
             f"{SEED_STRIDE} i). Projection and noisy likelihood use a Langevin corrector (2 NFE "
-            "per step); DPS adds one backward pass per step (VJP column). DPS (zeta 1) and "
+            "per step); DPS adds one backward pass per step and moment one per CG iteration (VJP "
+            "column); strategies that do not apply to a task say why. DPS (zeta 1) and "
             "the noisy likelihood (snr 0.16) run with their defaults, untuned; projection uses "
             "Song's settings and DiffPIR the lambda tuned for the task. Peak memory is the "
             "process peak RSS so far (monotone over the run)"
@@ -622,6 +638,12 @@ def markdown(report: dict) -> str:
             "|---|---|---|---|---|---|---|---|",
         ]
         for r in report["sweep"]:
+            if "not_applicable" in r:
+                lines.append(
+                    f"| {r['task']} | {r['strategy']} | not applicable: {r['not_applicable']} "
+                    "| | | | | |"
+                )
+                continue
             mem = r["memory"].get("cuda_peak_allocated_mb", r["memory"]["process_peak_rss_mb"])
             lines.append(
                 f"| {r['task']} | {r['strategy']} | {r['nfe']} | {r['vjp']} | "

@@ -49,6 +49,9 @@ def test_harness_end_to_end(tiny):
     assert t["psnr_gain_db"] == pytest.approx(main["psnr"]["mean"] - ct["FISTA-TV"]["psnr"]["mean"])
     assert next(r for r in data["targets"] if r["task"] == "ct8")["status"] == "not run"
     assert {r["strategy"] for r in data["sweep"]} == set(cfg.sweep_strategies)
+    # replacement needs an exact pseudo-inverse: recorded as not applicable on CT, run on MRI.
+    rep = {r["task"]: r for r in data["sweep"] if r["strategy"] == "replacement"}
+    assert "not_applicable" in rep["ct23"] and rep["mri8"]["nfe"] > 0
     md = (results / f"{cfg.name}.md").read_text()
     assert "Issue-5 targets" in md and "pytest tiny run" in md
     assert harness.markdown(data) == md  # --render rebuilds the same Markdown from the JSON
