@@ -17,34 +17,16 @@ import os
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch: libgomp spin-waits otherwise
 
 import argparse  # noqa: E402
-import json  # noqa: E402
-import platform  # noqa: E402
-import statistics  # noqa: E402
-import time  # noqa: E402
-from collections.abc import Callable  # noqa: E402
-from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+from common import machine, median_ms, write_results  # noqa: E402
 
 from invdiff.operator import LinearOperator  # noqa: E402
 from invdiff.plugins import build_registry, make_plugin_manager  # noqa: E402
 
 SIZES = (64, 128)
 BATCHES = (1, 8)
-RESULTS = Path(__file__).parent / "results"
-
-
-def median_ms(fn: Callable[[], object], repeats: int, warmup: int = 3) -> float:
-    """Return the median wall time of fn() in milliseconds over ``repeats`` calls."""
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return 1e3 * statistics.median(times)
 
 
 def astra_ct_ms(op, x: torch.Tensor, repeats: int) -> float:
@@ -69,19 +51,6 @@ def astra_ct_ms(op, x: torch.Tensor, repeats: int) -> float:
         return median_ms(run, repeats)
     finally:
         astra.projector.delete(pid)
-
-
-def machine(threads: int) -> dict:
-    """Return what the figures were measured on."""
-    return {
-        "platform": platform.platform(),
-        "processor": platform.processor() or platform.machine(),
-        "cpu_count": os.cpu_count(),
-        "torch": torch.__version__,
-        "torch_threads": threads,
-        "python": platform.python_version(),
-        "load_average_at_start": [round(v, 2) for v in os.getloadavg()],
-    }
 
 
 def run(threads: int, repeats: int) -> dict:
@@ -138,9 +107,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=30)
     args = parser.parse_args()
     report = run(args.threads, args.repeats)
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "operators.json").write_text(json.dumps(report, indent=2) + "\n")
-    (RESULTS / "operators.md").write_text(markdown(report))
+    write_results("operators", report, markdown(report))
 
 
 if __name__ == "__main__":
