@@ -1,0 +1,248 @@
+"""Classifier guidance on the phantom model (issue 6): accuracy vs t, conditional samples, and
+how much a lesion hypothesis changes an 8-view CT reconstruction.
+
+    OMP_WAIT_POLICY=PASSIVE python benchmarks/bench_classifier.py \
+        --classifier invdiff/models/lesion_classifier.pt --judge /work/runs/clf/clean_classifier.pt
+
+1. Accuracy of the time-conditional classifier p_t(y | x_t) on test phantoms (seed 2), each
+   diffused to time t with fresh noise, for a grid of t; the clean-image judge at t_min beside it.
+2. Class-conditional sampling (Song et al. 2021, Sec. 5): samples with the guided score
+   prior + s * grad log p_t(c | x_t) for c = 1 and c = 0, and unconditional samples with the same
+   seeds (weight 0), judged by a SEPARATELY trained clean-image classifier (``invdiff
+   train-classifier --clean``, another seed); the fraction judged as the requested class.
+3. Lesion hypothesis in sparse-view CT: test phantoms with a lesion and their lesion-free twins
+   (same random anatomy: the lesion is the last random draw of ``thorax_phantom``), measured with
+   ``ct_sparse`` (8 views); reconstructions with and without the hypothesis "lesion present"
+   (classifier operator, label 1); mean |difference| inside the true lesion region and outside,
+   and PSNR against the truth.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).parent))
+from common import machine, write_results  # noqa: E402
+
+from invdiff.checkpoint import default_model_path, file_sha256, load_model  # noqa: E402
+from invdiff.classifier import accuracy, load_classifier  # noqa: E402
+from invdiff.guidance import Measurement, solve  # noqa: E402
+from invdiff.metrics import psnr  # noqa: E402
+from invdiff.phantoms import SPLIT_SEEDS, make_phantoms, thorax_phantom  # noqa: E402
+from invdiff.plugins import build_registry, make_plugin_manager  # noqa: E402
+from invdiff.samplers import generators_for  # noqa: E402
+
+T_GRID = (1e-5, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.7, 1.0)
+
+
+def lesion_twins(n: int, size: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Return test phantoms with a lesion, the same phantoms without it, and the lesion masks."""
+    with_l, without, masks, k = [], [], [], 0
+    while len(with_l) < n:
+        rng = np.random.default_rng([seed, k])
+        if rng.uniform() < 0.5:  # make_phantoms' label draw (lesion_fraction 0.5)
+            state = rng.bit_generator.state
+            a = thorax_phantom(rng, size, True)
+            rng.bit_generator.state = state
+            b = thorax_phantom(rng, size, False)
+            if np.abs(a - b).max() > 0.02:  # a lesion was actually drawn
+                with_l.append(a), without.append(b), masks.append(np.abs(a - b) > 0.02)
+        k += 1
+    stack = lambda v: np.stack(v)[:, None]  # noqa: E731
+    return stack(with_l).astype(np.float32), stack(without).astype(np.float32), stack(masks)
+
+
+def accuracy_vs_t(clf, judge, n: int) -> list[dict]:
+    images, labels = make_phantoms(n, 64, SPLIT_SEEDS["test"], 0.5)
+    x, y = torch.as_tensor(images), torch.as_tensor(labels)
+    rows = []
+    for t in T_GRID:
+        g = torch.Generator().manual_seed(0)
+        _, sigma = clf.sde.coefficients(torch.tensor([t]))
+        row = {"t": t, "sigma_t": float(sigma), "time_conditional": accuracy(clf, x, y, t, g)}
+        if t == T_GRID[0]:
+            row["clean_judge"] = accuracy(judge, x, y, t, torch.Generator().manual_seed(0))
+        rows.append(row)
+        print(row, flush=True)
+    return rows
+
+
+def conditional_samples(model, clf_op, judge, n: int, steps: int, scales) -> list[dict]:
+    rows = []
+    for label, scale in [(None, 0.0)] + [(c, s) for s in scales for c in (1, 0)]:
+        clf_op.scale = scale
+        weight = 0.0 if label is None else 1.0
+        m = Measurement(clf_op, torch.tensor([1 if label is None else label]), weight)
+        t0 = time.perf_counter()
+        with torch.no_grad():
+            x = solve(model, model.sde, [m], generators_for(range(n), "cpu"), steps=steps, snr=0.0)
+        x = x.x.clamp(0, 1)
+        tt = torch.full((n,), judge.sde.t_min)
+        with torch.no_grad():
+            pred = judge(x, tt).argmax(1)
+        row = {
+            "requested": "unconditional" if label is None else int(label),
+            "scale": scale,
+            "fraction_judged_lesion": float((pred == 1).float().mean()),
+            "fraction_judged_as_requested": None
+            if label is None
+            else float((pred == label).float().mean()),
+            "wall_s": round(time.perf_counter() - t0, 1),
+        }
+        rows.append(row)
+        print(row, flush=True)
+    return rows
+
+
+def ct_hypothesis(model, registry, clf_path, n: int, samples: int, scale: float) -> dict:
+    present, absent, masks = lesion_twins(n, 64, SPLIT_SEEDS["test"])
+    truth = np.concatenate([present, absent])
+    mask = np.concatenate([masks, masks])
+    ct = registry["ct_sparse"].create((1, 64, 64), views=8, noise_std=0.01)
+    hyp = registry["classifier"].create((1, 64, 64), label=1, scale=scale, classifier=clf_path)
+    g = torch.Generator().manual_seed(7)
+    y = ct.measure(torch.as_tensor(truth), g)
+    idx = np.repeat(np.arange(len(truth)), samples)
+    gens = lambda: generators_for(range(len(idx)), "cpu")  # noqa: E731 - same seeds, paired
+    recon = {}
+    for name, extra in (("ct_only", []), ("ct_plus_lesion_hypothesis", [hyp])):
+        ms = [Measurement(ct, y[idx])] + [Measurement(op, torch.tensor([1])) for op in extra]
+        t0 = time.perf_counter()
+        x = solve(model, model.sde, ms, gens(), strategy="diffpir").x
+        x = x.reshape(len(truth), samples, 1, 64, 64).mean(1).clamp(0, 1).numpy()
+        recon[name] = x
+        print(name, f"{time.perf_counter() - t0:.0f} s", flush=True)
+    diff = np.abs(recon["ct_plus_lesion_hypothesis"] - recon["ct_only"])
+    out = {}
+    for case, sl in (("lesion_present", slice(0, n)), ("lesion_absent", slice(n, 2 * n))):
+        d, m = diff[sl], mask[sl]
+        out[case] = {
+            "mean_abs_change_inside_lesion_region": float(d[m].mean()),
+            "mean_abs_change_outside": float(d[~m].mean()),
+            "psnr_ct_only": float(psnr(recon["ct_only"][sl], truth[sl]).mean()),
+            "psnr_with_hypothesis": float(
+                psnr(recon["ct_plus_lesion_hypothesis"][sl], truth[sl]).mean()
+            ),
+            "mean_inside_lesion_region_truth": float(truth[sl][m].mean()),
+            "mean_inside_lesion_region_ct_only": float(recon["ct_only"][sl][m].mean()),
+            "mean_inside_lesion_region_with_hypothesis": float(
+                recon["ct_plus_lesion_hypothesis"][sl][m].mean()
+            ),
+        }
+        print(case, out[case], flush=True)
+    return out
+
+
+def markdown(report: dict) -> str:
+    a = report["args"]
+    lines = [
+        "# Classifier guidance on the phantom model (issue 6)",
+        "",
+        f"Command: `{report['command']}`; CPU, {a['threads']} thread(s), shared machine; "
+        f"model sha256 {report['model_sha256'][:12]}, classifier {a['classifier']}.",
+        "",
+        f"## Accuracy of p_t(y | x_t) on {a['n_test']} test phantoms (seed 2)",
+        "",
+        "| t | sigma_t | time-conditional | clean judge |",
+        "|---|---|---|---|",
+    ]
+    for r in report["accuracy_vs_t"]:
+        judge = f"{r['clean_judge']:.3f}" if "clean_judge" in r else ""
+        lines.append(f"| {r['t']:g} | {r['sigma_t']:.3g} | {r['time_conditional']:.3f} | {judge} |")
+    lines += [
+        "",
+        f"## Conditional samples ({a['n_samples']} per row, {a['steps']} reverse-diffusion steps, "
+        "no corrector), judged by the clean classifier",
+        "",
+        "| requested | scale | judged lesion | judged as requested | wall s |",
+        "|---|---|---|---|---|",
+    ]
+    for r in report["conditional_samples"]:
+        req = r["fraction_judged_as_requested"]
+        req = "" if req is None else f"{req:.3f}"
+        lines.append(
+            f"| {r['requested']} | {r['scale']:g} | {r['fraction_judged_lesion']:.3f} | {req} "
+            f"| {r['wall_s']} |"
+        )
+    ct = report["ct_hypothesis"]
+    lines += [
+        "",
+        f"## Lesion hypothesis in 8-view CT ({a['ct_images']} phantoms with a lesion and their "
+        f"lesion-free twins, {a['ct_samples']} DiffPIR samples each, scale {a['ct_scale']:g})",
+        "",
+        "| truth | mean abs change inside lesion region | outside | PSNR CT only | PSNR with "
+        "hypothesis | mean in region: truth / CT only / with hypothesis |",
+        "|---|---|---|---|---|---|",
+    ]
+    for case, r in ct.items():
+        lines.append(
+            f"| {case} | {r['mean_abs_change_inside_lesion_region']:.4f} | "
+            f"{r['mean_abs_change_outside']:.4f} | {r['psnr_ct_only']:.2f} | "
+            f"{r['psnr_with_hypothesis']:.2f} | {r['mean_inside_lesion_region_truth']:.3f} / "
+            f"{r['mean_inside_lesion_region_ct_only']:.3f} / "
+            f"{r['mean_inside_lesion_region_with_hypothesis']:.3f} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--classifier", default="")
+    ap.add_argument(
+        "--judge", required=True, help="clean-image classifier (train-classifier --clean)"
+    )
+    ap.add_argument("--model", default="")
+    ap.add_argument("--n-test", type=int, default=512)
+    ap.add_argument("--n-samples", type=int, default=32)
+    ap.add_argument("--steps", type=int, default=100)
+    ap.add_argument("--scales", type=float, nargs="+", default=[1.0])
+    ap.add_argument("--ct-images", type=int, default=4)
+    ap.add_argument("--ct-samples", type=int, default=2)
+    ap.add_argument("--ct-scale", type=float, default=1.0)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--skip", nargs="*", default=[], choices=["accuracy", "samples", "ct"])
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    model_path = args.model or default_model_path()
+    model, _ = load_model(model_path)
+    clf, clf_cfg = load_classifier(args.classifier or None)
+    judge, _ = load_classifier(args.judge)
+    registry = build_registry(make_plugin_manager())
+    clf_op = registry["classifier"].create((1, 64, 64), classifier=args.classifier)
+    report = {
+        "command": "python benchmarks/bench_classifier.py " + " ".join(sys.argv[1:]),
+        "args": vars(args),
+        "machine": machine(args.threads),
+        "model": str(model_path),
+        "model_sha256": file_sha256(model_path),
+        "classifier_trained_for_model_sha256": clf_cfg["model"]["sha256"],
+    }
+    t0 = time.perf_counter()
+    if "accuracy" not in args.skip:
+        report["accuracy_vs_t"] = accuracy_vs_t(clf, judge, args.n_test)
+    if "samples" not in args.skip:
+        report["conditional_samples"] = conditional_samples(
+            model, clf_op, judge, args.n_samples, args.steps, args.scales
+        )
+    if "ct" not in args.skip:
+        report["ct_hypothesis"] = ct_hypothesis(
+            model, registry, args.classifier, args.ct_images, args.ct_samples, args.ct_scale
+        )
+    report["wall_s"] = round(time.perf_counter() - t0, 1)
+    if not args.skip:
+        write_results("classifier", report, markdown(report))
+    else:
+        print(report)
+
+
+if __name__ == "__main__":
+    main()
