@@ -106,12 +106,18 @@ def train(
     resume: bool = False,
     device: str = "cpu",
     progress: bool = True,
+    weights: str = "ema",
 ) -> ScoreModel:
     """Train ``model`` on ``images`` (N, C, H, W in [0, 1]); write ``out`` and ``out.train``.
 
     ``config`` is the checkpoint config (net, sde, image, data); training settings are added.
-    Returns the EMA model.
+    ``weights`` picks what the model file holds: the EMA of the weights ("ema") or the last
+    iterate ("raw"; better when a short run leaves the EMA dominated by early iterates). The model
+    file is also written when a resumed run has nothing left to do, so ``--resume --weights raw``
+    re-exports a finished run. Returns the EMA model.
     """
+    if weights not in ("ema", "raw"):
+        raise InvdiffError(f"--weights must be ema or raw, got {weights!r}")
     rank, world = _dist()
     if tc.batch_size % world:
         raise InvdiffError(f"--batch-size {tc.batch_size} must be divisible by {world} processes")
@@ -139,8 +145,10 @@ def train(
     shard = slice(rank, None, world)
 
     def save(step: int, secs: float) -> None:
-        meta = {**config, "training": {**asdict(tc), "steps_done": step, "wall_time_s": secs}}
-        ckpt.save(out, ckpt.model_payload(meta, ema.module.net.state_dict()))
+        training = {**asdict(tc), "steps_done": step, "wall_time_s": secs, "weights": weights}
+        meta = {**config, "training": training}
+        net_weights = ema.module.net if weights == "ema" else model.net
+        ckpt.save(out, ckpt.model_payload(meta, net_weights.state_dict()))
         ckpt.save(
             spath,
             {
@@ -201,4 +209,6 @@ def train(
                         )
                 if world > 1:
                     torch.distributed.barrier()
+    if start >= tc.steps and rank == 0:  # nothing left to train: re-export the model file
+        save(start, elapsed)
     return ema.module.eval()

@@ -208,3 +208,17 @@ def test_two_process_ddp_matches_one_process(tiny_data, tmp_path):
     for k in a:  # gradients are averaged over ranks in another order: float32 round-off only
         torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=1e-5, msg=k)
     assert math.isfinite(float(sum(v.float().sum() for v in a.values())))
+
+
+def test_resume_of_a_finished_run_re_exports_raw_weights(tiny_data, tmp_path):
+    from typer.testing import CliRunner
+
+    runner = CliRunner()
+    _train(runner, tiny_data, tmp_path / "m.pt", 3)
+    _train(runner, tiny_data, tmp_path / "m.pt", 3, "--resume", "--weights", "raw")
+    payload = ckpt.load(tmp_path / "m.pt", ckpt.MODEL_FORMAT)
+    raw = {
+        k[len("net.") :]: v for k, v in _weights(tmp_path / "m.pt").items() if k.startswith("net.")
+    }
+    _assert_same(payload["state_dict"], raw)
+    assert payload["config"]["training"]["weights"] == "raw"

@@ -32,6 +32,7 @@ def train(
     device: str = typer.Option("auto", help="auto, cpu, cuda, cuda:1 ..."),
     threads: int = typer.Option(0, help="CPU threads for torch (0: torch's default)."),
     progress: bool = typer.Option(True, help="Show a progress bar."),
+    weights: str = typer.Option("ema", help="Model file holds the 'ema' or the 'raw' weights."),
 ) -> None:
     """Train a score model with denoising score matching (Song et al. 2021)."""
     import torch
@@ -95,6 +96,7 @@ def train(
         resume=resume,
         device=resolve_device(device),
         progress=progress,
+        weights=weights,
     )
     typer.echo(f"wrote {out}")
 
