@@ -26,6 +26,7 @@ from invdiff.classifier import (
     ClassifierConfig,
     ClassifierNet,
     NoiseClassifier,
+    default_classifier_path,
     load_classifier,
 )
 from invdiff.errors import InvdiffError
@@ -58,6 +59,11 @@ class Classifier(Operator):
     ):
         super().__init__(image_shape, noise_std=noise_std)
         if net is None:
+            if not classifier and not default_classifier_path().is_file():
+                raise InvdiffError(
+                    "classifier: no lesion classifier is shipped yet; train one with `invdiff "
+                    "train-classifier DATA.h5 --model MODEL --out clf.pt` and pass --classifier"
+                )
             net, config = load_classifier(classifier or None)
             c, size = config["image"]["channels"], config["image"]["size"]
             if self.image_shape != (c, size, size):

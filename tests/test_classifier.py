@@ -214,3 +214,12 @@ def test_classifier_checkpoint_errors_are_one_line(
         app, ["train-classifier", tiny_data, "--model", str(garbage), "--out", "x"]
     )
     _error_line(result, "corrupt")
+
+
+@pytest.mark.skipif(
+    __import__("invdiff.classifier").classifier.default_classifier_path().is_file(),
+    reason="a lesion classifier is shipped",
+)
+def test_missing_shipped_classifier_is_a_one_line_error(tiny_data):
+    result = runner.invoke(app, ["solve", "--operator", "classifier", "--simulate", tiny_data])
+    _error_line(result, "no lesion classifier is shipped")
