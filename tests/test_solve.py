@@ -283,3 +283,20 @@ def test_import_is_light():
     code = "import sys, invdiff, invdiff.cli; print('astra' in sys.modules, 'h5py' in sys.modules)"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.stdout.split() == ["False", "False"], done.stdout + done.stderr
+
+
+def test_lodopab_layout_takes_geometry_from_options(tmp_path, truth64):
+    # LoDoPaB-CT stores only `data` (N x views x detectors); the geometry comes from the options.
+    import torch
+    from invdiff_operators.ct_sparse import CTSparse
+
+    op = CTSparse((1, 64, 64), views=23, detectors=91, noise_std=0.0)
+    sino = op(torch.as_tensor(truth64[:1]))[:, 0].numpy()
+    src = write(tmp_path / "observation_test_000.hdf5", data=sino)
+    args = ["solve", "--operator", "ct_sparse", "--views", "23", "--detectors", "91", src]
+    r = invoke(*args, "--out", tmp_path / "o.h5", *FAST)
+    assert r.exit_code == 0, r.output
+    with h5py.File(tmp_path / "o.h5") as f:
+        assert f.attrs["input_format"] == "lodopab" and f["reconstruction"].shape == (1, 1, 64, 64)
+    r = invoke("solve", "--operator", "ct_sparse", "--views", "30", src, "--out", tmp_path / "p.h5")
+    assert_user_error(r, "shape", "--views")
