@@ -37,28 +37,11 @@ from invdiff.checkpoint import default_model_path, file_sha256, load_model  # no
 from invdiff.classifier import accuracy, load_classifier  # noqa: E402
 from invdiff.guidance import Measurement, solve  # noqa: E402
 from invdiff.metrics import psnr  # noqa: E402
-from invdiff.phantoms import SPLIT_SEEDS, make_phantoms, thorax_phantom  # noqa: E402
+from invdiff.phantoms import SPLIT_SEEDS, lesion_twins, make_phantoms  # noqa: E402
 from invdiff.plugins import build_registry, make_plugin_manager  # noqa: E402
 from invdiff.samplers import generators_for  # noqa: E402
 
 T_GRID = (1e-5, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.7, 1.0)
-
-
-def lesion_twins(n: int, size: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Return test phantoms with a lesion, the same phantoms without it, and the lesion masks."""
-    with_l, without, masks, k = [], [], [], 0
-    while len(with_l) < n:
-        rng = np.random.default_rng([seed, k])
-        if rng.uniform() < 0.5:  # make_phantoms' label draw (lesion_fraction 0.5)
-            state = rng.bit_generator.state
-            a = thorax_phantom(rng, size, True)
-            rng.bit_generator.state = state
-            b = thorax_phantom(rng, size, False)
-            if np.abs(a - b).max() > 0.02:  # a lesion was actually drawn
-                with_l.append(a), without.append(b), masks.append(np.abs(a - b) > 0.02)
-        k += 1
-    stack = lambda v: np.stack(v)[:, None]  # noqa: E731
-    return stack(with_l).astype(np.float32), stack(without).astype(np.float32), stack(masks)
 
 
 def majority_rate(n: int) -> float:

@@ -170,18 +170,45 @@ def load_classifier(
 
 
 def diffuse_batch(
-    images: Tensor, labels: Tensor, sde: SDE, batch: int, seed: int, step: int, clean: bool
+    images: Tensor,
+    labels: Tensor,
+    sde: SDE,
+    batch: int,
+    seed: int,
+    step: int,
+    clean: bool,
+    paired: bool = False,
 ) -> tuple[Tensor, Tensor, Tensor]:
-    """Draw (x_t, t, y) of one training step from the generator of (seed, step) alone."""
+    """Draw (x_t, t, y) of one training step from the generator of (seed, step) alone.
+
+    ``paired``: images 2k and 2k + 1 are twins that differ only in their class (e.g. the same
+    phantom with and without a lesion, ``invdiff data phantoms --twins``); the batch holds
+    batch / 2 whole pairs, and both twins get the same t and the same noise (common random
+    numbers). The marginal law of (x_t, t, y), hence the minimiser p_t(y | x_t), is unchanged,
+    but everything except the class cancels between the twins in the gradient, so a small lesion,
+    otherwise a needle in a haystack of anatomy, becomes learnable: on clean 64 x 64 phantoms a
+    small CNN left chance level after about 500 paired steps, while unpaired batches kept every
+    classifier we tried at chance for 3000 steps (issue 6).
+    """
     from invdiff.train import step_generator
 
     g = step_generator(seed, step)
-    idx = torch.randint(len(images), (batch,), generator=g)
-    u = torch.zeros(batch) if clean else torch.rand(batch, generator=g)
+    if paired:
+        half = max(batch // 2, 1)
+        first = 2 * torch.randint(len(images) // 2, (half,), generator=g)
+        idx = torch.stack([first, first + 1], 1).reshape(-1)
+        u = torch.zeros(half) if clean else torch.rand(half, generator=g)
+        u = u.repeat_interleave(2)
+    else:
+        idx = torch.randint(len(images), (batch,), generator=g)
+        u = torch.zeros(batch) if clean else torch.rand(batch, generator=g)
     t = sde.t_min + (1 - sde.t_min) * u
     x0 = images[idx]
     alpha, sigma = sde.coefficients(t)
-    xt = bc(alpha, x0) * x0 + bc(sigma, x0) * torch.randn(x0.shape, generator=g)
+    shape = (len(idx) // 2, *x0.shape[1:]) if paired else x0.shape
+    z = torch.randn(shape, generator=g)
+    z = z.repeat_interleave(2, 0) if paired else z
+    xt = bc(alpha, x0) * x0 + bc(sigma, x0) * z
     return xt, t, labels[idx]
 
 
@@ -197,6 +224,7 @@ class ClassifierTrainConfig:
     clean: bool = False  # train at t = t_min only (a clean-image classifier)
     ckpt_every: int = 500
     seed: int = 0
+    paired: bool = False  # batches of twins (see diffuse_batch)
 
 
 def train_classifier(
@@ -223,7 +251,9 @@ def train_classifier(
     config = {**config, "training": asdict(tc)}
     t0, running = time.perf_counter(), None
     for step in range(tc.steps):
-        xt, t, yb = diffuse_batch(data, y, clf.sde, tc.batch_size, tc.seed, step, tc.clean)
+        xt, t, yb = diffuse_batch(
+            data, y, clf.sde, tc.batch_size, tc.seed, step, tc.clean, tc.paired
+        )
         logits = clf(xt.to(device), t.to(device))
         loss = nn.functional.cross_entropy(logits, yb.to(device))
         opt.zero_grad(set_to_none=True)

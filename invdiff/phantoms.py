@@ -7,7 +7,9 @@ variation inside every soft tissue (so images are not piecewise constant). Optio
 lesion sits in a lung or in the liver; its presence is returned as a label (1 present, 0 absent).
 
 Everything is drawn from one ``numpy.random.Generator`` per image, so image k depends only on
-(seed, k); train / validation / test sets use the fixed seeds in ``SPLIT_SEEDS``.
+(seed, k); train / validation / test sets use the fixed seeds in ``SPLIT_SEEDS``. The lesion is
+the last random draw of a phantom, so :func:`lesion_twins` can render the same anatomy with and
+without it: paired data for training and judging lesion classifiers.
 """
 
 from __future__ import annotations
@@ -175,3 +177,28 @@ def make_phantoms(
         labels[k] = int(rng.uniform() < lesion_fraction)
         images[k, 0] = thorax_phantom(rng, size, bool(labels[k]))
     return images, labels
+
+
+def lesion_twins(
+    n: int, size: int = 64, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Return n phantoms with a lesion, the same phantoms without it, and the lesion masks.
+
+    The twins are the phantoms of ``make_phantoms(., size, seed)`` that carry a lesion (label 1
+    at lesion_fraction 0.5), in order, rendered a second time without the lesion; the rare ones
+    whose lesion found no room are skipped. Shapes (n, 1, size, size); masks are boolean
+    (|difference| > 0.02).
+    """
+    present, absent, masks, k = [], [], [], 0
+    while len(present) < n:
+        rng = np.random.default_rng([seed, k])
+        k += 1
+        if rng.uniform() >= 0.5:  # make_phantoms' label draw at lesion_fraction 0.5
+            continue
+        state = rng.bit_generator.state
+        a = thorax_phantom(rng, size, True)
+        rng.bit_generator.state = state
+        b = thorax_phantom(rng, size, False)
+        if np.abs(a - b).max() > 0.02:  # a lesion was actually drawn
+            present.append(a), absent.append(b), masks.append(np.abs(a - b) > 0.02)
+    return tuple(np.stack(v)[:, None] for v in (present, absent, masks))  # type: ignore[return-value]

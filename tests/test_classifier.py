@@ -223,3 +223,46 @@ def test_classifier_checkpoint_errors_are_one_line(
 def test_missing_shipped_classifier_is_a_one_line_error(tiny_data):
     result = runner.invoke(app, ["solve", "--operator", "classifier", "--simulate", tiny_data])
     _error_line(result, "no lesion classifier is shipped")
+
+
+def test_paired_batches_share_time_and_noise_within_twins():
+    from invdiff.classifier import diffuse_batch
+
+    sde = VESDE(sigma_max=10.0)
+    k = torch.arange(4.0).repeat_interleave(2) / 10  # pair k: constant images k/10, k/10 + 0.5
+    images = (k + 0.5 * torch.tensor([0.0, 1.0] * 4)).view(8, 1, 1, 1).expand(8, 1, 6, 6)
+    labels = torch.tensor([1, 0] * 4)
+    xt, t, y = diffuse_batch(images, labels, sde, 6, seed=3, step=5, clean=False, paired=True)
+    assert xt.shape == (6, 1, 6, 6) and len(set(t[0::2].tolist())) == 3
+    torch.testing.assert_close(t[0::2], t[1::2])
+    assert (y[0::2] == 1).all() and (y[1::2] == 0).all()
+    # Same noise within a pair: the twins' x_t differ by exactly alpha_t * 0.5 = 0.5 (VE).
+    torch.testing.assert_close(xt[1::2] - xt[0::2], torch.full((3, 1, 6, 6), 0.5))
+    again = diffuse_batch(images, labels, sde, 6, seed=3, step=5, clean=False, paired=True)
+    torch.testing.assert_close(again[0], xt)
+
+
+def test_twins_file_trains_paired_and_unpaired_labels_are_refused(tmp_path, tiny_model):
+    path = tmp_path / "twins.h5"
+    result = runner.invoke(app, ["data", "phantoms", str(path), "--n", "4", "--size", "16"])
+    assert result.exit_code == 0, result.output
+    result = runner.invoke(
+        app, ["data", "phantoms", str(path), "--n", "4", "--size", "16", "--twins", "--force"]
+    )
+    assert result.exit_code == 0, result.output
+    with h5py.File(path) as f:
+        assert f["images"].shape == (8, 1, 16, 16) and "paired" in f.attrs
+        np.testing.assert_array_equal(f["labels"][...], [1, 0] * 4)
+    out = tmp_path / "clf.pt"
+    args = ["train-classifier", str(path), "--model", tiny_model, "--out", str(out)]
+    args += ["--steps", "2", "--batch-size", "4", "--base", "4", "--mult", "1,2", "--threads", "1"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert load_classifier(out)[1]["training"]["paired"] is True
+    # A file whose consecutive images are not twins of different classes is refused for --paired.
+    plain = tmp_path / "plain.h5"
+    with h5py.File(plain, "w") as f:
+        f["images"] = np.zeros((4, 1, 16, 16), np.float32)
+        f["labels"] = np.array([1, 1, 0, 0])
+    result = runner.invoke(app, [*args[:1], str(plain), *args[2:], "--paired"])
+    _error_line(result, "--paired needs images 2k, 2k+1")

@@ -42,3 +42,17 @@ def test_not_piecewise_constant():
 
 def test_split_seeds_are_fixed():
     assert SPLIT_SEEDS == {"train": 0, "val": 1, "test": 2}
+
+
+def test_lesion_twins_differ_only_in_the_lesion():
+    from invdiff.phantoms import lesion_twins
+
+    present, absent, masks = lesion_twins(6, 32, seed=0)
+    assert present.shape == absent.shape == masks.shape == (6, 1, 32, 32)
+    assert masks.dtype == bool and masks.any(axis=(1, 2, 3)).all()
+    diff = np.abs(present - absent)
+    assert diff[~masks].max() <= 0.02 and diff[masks].min() > 0.02
+    # The lesion twins are the lesion-bearing phantoms of the standard split, in order.
+    images, labels = make_phantoms(20, 32, seed=0)
+    lesioned = images[labels == 1]
+    np.testing.assert_array_equal(present[:3], lesioned[:3])

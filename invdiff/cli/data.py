@@ -20,17 +20,23 @@ def phantoms(
     size: int = typer.Option(64, "--size", help="Image side in pixels."),
     seed: int = typer.Option(0, "--seed", help="Seed; splits use train 0, val 1, test 2."),
     lesion_fraction: float = typer.Option(0.5, help="Fraction of phantoms with a lesion."),
+    twins: bool = typer.Option(
+        False,
+        "--twins",
+        help="Write n lesion/no-lesion pairs of the same anatomy (2n images) for classifiers.",
+    ),
     force: bool = typer.Option(False, "--force", help="Overwrite an existing file."),
 ) -> None:
     """Generate CT-like thorax phantoms; /labels records whether a lesion is present."""
+    import numpy as np
+
     from invdiff.io import write_datasets
-    from invdiff.phantoms import make_phantoms
+    from invdiff.phantoms import lesion_twins, make_phantoms
 
     if n < 1 or size < 16:
         raise InvdiffError("need --n >= 1 and --size >= 16")
     if not 0 <= lesion_fraction <= 1:
         raise InvdiffError("--lesion-fraction must lie in [0, 1]")
-    images, labels = make_phantoms(n, size, seed, lesion_fraction)
     attrs = {
         "generator": "invdiff.phantoms.thorax_phantom",
         "seed": seed,
@@ -38,6 +44,15 @@ def phantoms(
         "lesion_fraction": lesion_fraction,
         "label_meaning": "1 = lesion present",
     }
+    if twins:
+        present, absent, _ = lesion_twins(n, size, seed)
+        images = np.stack([present, absent], axis=1).reshape(2 * n, 1, size, size)
+        labels = np.tile(np.array([1, 0], np.int64), n)
+        attrs["lesion_fraction"] = 0.5
+        attrs["paired"] = "images 2k (lesion) and 2k+1 (none) share their anatomy"
+        n = 2 * n
+    else:
+        images, labels = make_phantoms(n, size, seed, lesion_fraction)
     write_datasets(out, {"images": images, "labels": labels}, attrs, force=force)
     typer.echo(f"wrote {n} phantoms of {size}x{size} to {out} ({int(labels.sum())} with a lesion)")
 

@@ -25,6 +25,11 @@ def train_classifier(
     mult: str = typer.Option("1,2,2,2", help="Channel multipliers per level."),
     res_blocks: int = typer.Option(1, help="Residual blocks per level."),
     clean: bool = typer.Option(False, "--clean", help="Train at t = t_min only (clean images)."),
+    paired: bool | None = typer.Option(
+        None,
+        "--paired/--unpaired",
+        help="Batches of twins 2k, 2k+1 (default: when DATA has a 'paired' attribute).",
+    ),
     ckpt_every: int = typer.Option(500, help="Write OUT every this many steps."),
     seed: int = typer.Option(0, help="Seed of initialisation, batches and noise."),
     device: str = typer.Option("auto", help="auto, cpu, cuda, cuda:1 ..."),
@@ -75,7 +80,15 @@ def train_classifier(
         "classes": {"counts": np.bincount(labels).tolist(), "meaning": attrs.get("label_meaning")},
         "data": {"file": data.name, "n": n, "attrs": attrs},
     }
-    tc = ClassifierTrainConfig(steps, batch_size, lr, 1e-4, ema_decay, clean, ckpt_every, seed)
+    paired = "paired" in attrs if paired is None else paired
+    if paired and (n % 2 or bool((labels[0::2] == labels[1::2]).any())):
+        raise InvdiffError(
+            f"--paired needs images 2k, 2k+1 of {data} to be twins with different labels; "
+            "write such a file with `invdiff data phantoms --twins` or pass --unpaired"
+        )
+    tc = ClassifierTrainConfig(
+        steps, batch_size, lr, 1e-4, ema_decay, clean, ckpt_every, seed, paired
+    )
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)  # initial weights depend on --seed only
         clf = build_classifier(config)
