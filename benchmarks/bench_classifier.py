@@ -40,6 +40,7 @@ from invdiff.metrics import psnr  # noqa: E402
 from invdiff.phantoms import SPLIT_SEEDS, lesion_twins, make_phantoms  # noqa: E402
 from invdiff.plugins import build_registry, make_plugin_manager  # noqa: E402
 from invdiff.samplers import generators_for  # noqa: E402
+from invdiff.score import data_range_prior  # noqa: E402
 
 T_GRID = (1e-5, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.7, 1.0)
 
@@ -137,7 +138,8 @@ def markdown(report: dict) -> str:
         "# Classifier guidance on the phantom model (issue 6)",
         "",
         f"Command: `{report['command']}`; CPU, {a['threads']} thread(s), shared machine; "
-        f"model sha256 {report['model_sha256'][:12]}, classifier {a['classifier']}.",
+        f"model sha256 {report['model_sha256'][:12]}, classifier {a['classifier']}; prior "
+        + ("clipped to [0, 1] (ClippedScore, the solve default)." if a.get("clip") else "raw."),
         "",
         f"## Accuracy of p_t(y | x_t) on {a['n_test']} test phantoms (seed 2)",
         "",
@@ -202,11 +204,13 @@ def main() -> None:
     ap.add_argument("--ct-samples", type=int, default=2)
     ap.add_argument("--ct-scale", type=float, default=1.0)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--no-clip", dest="clip", action="store_false", help="raw prior")
     ap.add_argument("--skip", nargs="*", default=[], choices=["accuracy", "samples", "ct"])
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     model_path = args.model or default_model_path()
-    model, _ = load_model(model_path)
+    model, model_cfg = load_model(model_path)
+    model = data_range_prior(model, model_cfg, args.clip)  # as `invdiff solve` samples
     clf, clf_cfg = load_classifier(args.classifier or None)
     judge, _ = load_classifier(args.judge)
     registry = build_registry(make_plugin_manager())

@@ -39,6 +39,7 @@ from invdiff.metrics import psnr, ssim  # noqa: E402
 from invdiff.photos import HOLDOUT, make_patches  # noqa: E402
 from invdiff.plugins import build_registry, make_plugin_manager  # noqa: E402
 from invdiff.samplers import generators_for  # noqa: E402
+from invdiff.score import data_range_prior  # noqa: E402
 
 MODEL = Path(__file__).parents[1] / "invdiff" / "models" / "rgb32.pt"
 BINS = 32
@@ -77,9 +78,11 @@ def main() -> None:
     ap.add_argument("--snr", type=float, default=0.16)
     ap.add_argument("--strategy", default="replacement")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--no-clip", dest="clip", action="store_false", help="raw prior")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     model, config = load_model(args.model)
+    prior = data_range_prior(model, config, args.clip)  # as `invdiff solve` samples
     size = config["image"]["size"]
     truth = torch.as_tensor(make_patches(args.n, size, seed=2, split="test")[0])
     train = torch.as_tensor(make_patches(4096, size, seed=0, split="train")[0])
@@ -90,7 +93,7 @@ def main() -> None:
     t0 = time.perf_counter()
     with torch.no_grad():
         res = solve(
-            model,
+            prior,
             model.sde,
             [Measurement(op, y[idx])],
             generators_for(range(len(idx)), "cpu"),
@@ -132,7 +135,9 @@ def main() -> None:
         f"{args.n} patches of {size} x {size} from the held-out photograph `{HOLDOUT}` "
         f"(seed 2); model `{Path(args.model).name}` ({report['model_steps']} training steps); "
         f"{args.strategy}, {args.steps} steps, snr {args.snr}, {args.samples} samples per patch "
-        f"({wall:.0f} s). Largest |gray(sample) - gray input|: {gray_error:.2e}.",
+        f"({wall:.0f} s); prior "
+        f"{'clipped to [0, 1] (ClippedScore, the solve default)' if args.clip else 'raw'}. "
+        f"Largest |gray(sample) - gray input|: {gray_error:.2e}.",
         "",
         "| method | PSNR dB (RGB) | SSIM (RGB) |",
         "|---|---|---|",

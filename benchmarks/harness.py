@@ -122,6 +122,7 @@ class Config:
     fista_refine: int = 2
     batch: int = 32
     threads: int = 2
+    clip: bool = True  # clip the prior's denoised estimate to [0, 1], as `invdiff solve` does
     device: str = "cpu"
     model: str | None = None
     name: str = "harness"
@@ -562,7 +563,13 @@ def markdown(report: dict) -> str:
         f"{cfg['main_steps']} predictor-corrector steps. invdiff fast: DiffPIR (Zhu et al. 2023),"
         f" {cfg['fast_steps']} steps, lambda tuned on {cfg['n_tune']} validation images. "
         f"FISTA-TV: {cfg['fista_iterations']} iterations, box [0, 1], adaptive restart, weight "
-        f"tuned on {cfg['n_fista_val']} validation images (log grid, refined).",
+        f"tuned on {cfg['n_fista_val']} validation images (log grid, refined). Both invdiff "
+        + (
+            "strategies clip the prior's denoised estimate to [0, 1] (`ClippedScore`, the "
+            "`invdiff solve` default)."
+            if cfg.get("clip", False)
+            else "strategies use the raw prior (no clip of the denoised estimate)."
+        ),
         "",
         "## Issue-5 targets",
         "",
@@ -702,7 +709,10 @@ def run(cfg: Config, model=None, model_info: dict | None = None, command: str = 
             "sha256": file_sha256(path),
             "training_steps": mconf.get("training", {}).get("steps_done"),
         }
-    model = model.to(cfg.device)
+    from invdiff.score import data_range_prior
+
+    # Same prior as `invdiff solve` (clip of the denoised estimate to [0, 1] unless --no-clip).
+    model = data_range_prior(model.to(cfg.device), {}, cfg.clip)
     data, checksums = load_data(cfg)
     tasks, sweep = {}, []
     for name in cfg.tasks:
@@ -757,6 +767,13 @@ def parse(argv: list[str] | None = None) -> tuple[Config, str, Path | None]:
     p.add_argument("--batch", type=int)
     p.add_argument("--threads", type=int)
     p.add_argument("--device")
+    p.add_argument(
+        "--no-clip",
+        dest="clip",
+        action="store_false",
+        default=None,
+        help="sample with the raw prior (no clip of the denoised estimate to [0, 1])",
+    )
     p.add_argument("--model", help="model file (default: the shipped invdiff/models/phantom64.pt)")
     p.add_argument("--out", type=Path, help="results folder (default: benchmarks/results)")
     p.add_argument("--render", type=Path, help="only rewrite the Markdown of this JSON report")

@@ -66,7 +66,16 @@ def test_sample_writes_hdf5_png_and_counts_nfe(tiny_model, tmp_path):
         assert f["samples"].shape == (3, 1, 16, 16)
         assert f.attrs["nfe"] == 5 * 2 + 1  # predictor + Langevin per step, one denoising
         assert len(f.attrs["model_sha256"]) == 64
+        # The final Tweedie step of the clipped prior lands in the data range (up to rounding).
+        clipped = f["samples"][...]
+        assert f.attrs["clip_denoised"] and -1e-6 <= clipped.min() <= clipped.max() <= 1 + 1e-6
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    raw = tmp_path / "raw.h5"
+    args = ["--model", tiny_model, "--n", 3, "--steps", 5, "--out", raw, "--no-progress"]
+    r = invoke("sample", *args, "--threads", 1, "--no-clip")
+    assert r.exit_code == 0, r.output
+    with h5py.File(raw) as f:
+        assert not f.attrs["clip_denoised"] and not np.allclose(f["samples"][...], clipped)
 
 
 @pytest.mark.parametrize("sampler", ["pc", "ode-heun"])

@@ -59,7 +59,9 @@ def test_end_to_end_beats_the_classical_baseline(tmp_path, truth64, operator, ba
         assert f.attrs["baseline"].lower().startswith(baseline.lower())
         assert (gain > 1.0).all(), gain  # measured ~ +5 dB (CT) at 12 steps; 1 dB is the floor
         assert f["samples"].shape == (2, 2, 1, 64, 64) and f["std"].shape == (2, 1, 64, 64)
-        assert (f["std"][:] > 0).mean() > 0.9
+        # Samples differ inside the body; in the air around it the clipped prior may pin them
+        # to exactly 0, the value every training image has there.
+        assert (f["std"][:][truth64 > 0.05] > 0).mean() > 0.9
 
 
 def test_metadata_round_trip_and_input_untouched(tmp_path, truth64):

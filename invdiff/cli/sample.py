@@ -29,6 +29,9 @@ def sample(
     steps: int = typer.Option(100, help="Time steps (pc, ode-heun)."),
     rtol: float = typer.Option(1e-4, help="ode-rk45 relative and absolute tolerance."),
     denoise: bool = typer.Option(True, help="Finish with a Tweedie denoising step."),
+    clip: bool = typer.Option(
+        True, "--clip/--no-clip", help="Clip the denoised estimate to the data range every step."
+    ),
     seed: int = typer.Option(0, help="Sample k uses seed + k."),
     batch_size: int = typer.Option(16, help="Samples per network call."),
     device: str = typer.Option("auto", help="auto, cpu, cuda ..."),
@@ -44,6 +47,7 @@ def sample(
     from invdiff.checkpoint import default_model_path, file_sha256, load_model
     from invdiff.images import grid, save_png
     from invdiff.io import write_datasets
+    from invdiff.score import data_range_prior
 
     if n < 1 or batch_size < 1 or steps < 1:
         raise InvdiffError("--n, --batch-size and --steps must be positive")
@@ -66,6 +70,7 @@ def sample(
     dev = resolve_device(device)
     model_path = model or default_model_path()
     score_model, config = load_model(model_path, dev)
+    prior = data_range_prior(score_model, config, clip)
     shape = (config["image"]["channels"], config["image"]["size"], config["image"]["size"])
     like = torch.empty(0, device=dev)
     total = steps if sampler != "ode-rk45" else None
@@ -81,7 +86,7 @@ def sample(
             common = {"like": like, "denoise": denoise, "callback": lambda _: bar.advance(task)}
             if sampler == "pc":
                 res = samplers.pc_sample(
-                    score_model,
+                    prior,
                     score_model.sde,
                     shape,
                     gens,
@@ -92,11 +97,11 @@ def sample(
                 )
             elif sampler == "ode-heun":
                 res = samplers.heun_ode_sample(
-                    score_model, score_model.sde, shape, gens, steps=steps, **common
+                    prior, score_model.sde, shape, gens, steps=steps, **common
                 )
             else:
                 res = samplers.rk45_ode_sample(
-                    score_model, score_model.sde, shape, gens, rtol=rtol, atol=rtol, **common
+                    prior, score_model.sde, shape, gens, rtol=rtol, atol=rtol, **common
                 )
             chunks.append(res.x.float().cpu().numpy())
             nfe += res.nfe
@@ -106,6 +111,7 @@ def sample(
         "model": str(model_path),
         "model_sha256": file_sha256(model_path),
         "sampler": sampler,
+        "clip_denoised": clip,
         "predictor": predictor if sampler == "pc" else "",
         "corrector": corrector if sampler == "pc" else "",
         "snr": snr,

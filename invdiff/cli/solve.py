@@ -124,6 +124,9 @@ def solve(
     threads: int = typer.Option(0, help="CPU threads for torch (0: torch's default)."),
     force: bool = typer.Option(False, "--force", help="Overwrite existing outputs."),
     progress: bool = typer.Option(True, help="Show a progress bar."),
+    clip: bool = typer.Option(
+        True, "--clip/--no-clip", help="Clip the prior's denoised estimate to the data range."
+    ),
 ) -> None:
     """Reconstruct images from measurements with the diffusion prior (Bayes' rule for scores).
 
@@ -170,7 +173,7 @@ def solve(
     for k, (src, dst) in enumerate(zip(inputs, outputs, strict=True)):
         if k % world != rank:
             continue  # torchrun: inputs are split round-robin over processes
-        job = SolveJob(registry, specs, score_model, config, model_path, dev)
+        job = SolveJob(registry, specs, score_model, config, model_path, dev, clip)
         job.run(
             src, dst, png, strategy, options, samples, simulate, noise, seed, batch_size, progress
         )
@@ -202,9 +205,12 @@ def _outputs(inputs: list[Path], out: Path | None, force: bool) -> list[Path]:
 class SolveJob:
     """Read one input, build its operators and measurements, sample, write the output."""
 
-    def __init__(self, registry, specs, model, config, model_path, device):
+    def __init__(self, registry, specs, model, config, model_path, device, clip=True):
+        from invdiff.score import data_range_prior
+
         self.registry, self.specs = registry, specs
         self.model, self.config, self.model_path, self.device = model, config, model_path, device
+        self.clip, self.prior = clip, data_range_prior(model, config, clip)
         image = config["image"]
         self.shape = (image["channels"], image["size"], image["size"])
 
@@ -385,7 +391,7 @@ class SolveJob:
                 gens = generators_for([seed + i for i in idx], self.device)
                 try:
                     res = posterior(
-                        self.model,
+                        self.prior,
                         self.model.sde,
                         ms,
                         gens,
@@ -422,6 +428,7 @@ class SolveJob:
             "input_format": data.format,
             "operators": json.dumps([{"name": s.name, **s.params} for s, _ in ops]),
             "strategy": strategy,
+            "clip_denoised": self.clip,
             "strategy_options": json.dumps({**strategy_options(strategy), **options}),
             "model": str(self.model_path),
             "model_sha256": file_sha256(self.model_path),
