@@ -469,6 +469,59 @@ def targets(tasks: dict) -> list[dict]:
     return rows
 
 
+def limits(report: dict) -> list[str]:
+    """Return Markdown lines on what limits each missed target, computed from the report.
+
+    Two measured diagnoses per task: (1) sampler budget: the best PSNR of the NFE sweep against
+    the baseline on the same first test images (if more network evaluations close the gap, the
+    sampler budget limits; if not, the model or the strategy does); (2) Monte Carlo: how much
+    the posterior mean of the samples gained over a single sample (more samples gain less than
+    that again).
+    """
+    missed = dict.fromkeys(t["task"] for t in report["targets"] if t.get("met") is False)
+    if not missed:
+        return []
+    steps = report["run"]["model"].get("training_steps")
+    lines = [
+        "",
+        "### What limits the missed targets (computed from the numbers in this report)",
+        "",
+        f"Model: `{report['run']['model']['path']}`, {steps} training steps; every invdiff "
+        "figure here is bounded by it.",
+        "",
+    ]
+    by_task = {t["task"]: t for t in report["targets"] if t.get("met") is False}
+    for task in missed:
+        t, methods = by_task[task], report["tasks"][task]["methods"]
+        base = methods[t["baseline"]]["per_image"]["psnr"]
+        parts = []
+        rows = [r for r in report["sweep"] if r["task"] == task and "psnr" in r]
+        if rows:
+            best = max(rows, key=lambda r: r["psnr"]["mean"])
+            k = len(best["per_image"]["psnr"])
+            gain = best["psnr"]["mean"] - sum(base[:k]) / k
+            verdict = (
+                "more network evaluations reach the target there: the sampler budget limits"
+                if gain >= t["margin_db"]
+                else "even the best budget stays short: the model (or the strategy) limits"
+            )
+            parts.append(
+                f"sweep: best {best['strategy']} at {best['nfe']} NFE, {best['psnr']['mean']:.2f}"
+                f" dB on the first {k} test images vs {t['baseline']} {sum(base[:k]) / k:.2f} dB"
+                f" on the same images ({gain:+.2f} dB, needed {t['margin_db']:+.1f}); {verdict}"
+            )
+        else:
+            parts.append("not in the NFE sweep")
+        for method in ("invdiff main", "invdiff fast"):
+            m = methods[method]
+            mc = m["psnr"]["mean"] - m["sample_psnr"]["mean"]
+            parts.append(
+                f"{method}: the mean of {m['samples']} samples is {mc:+.2f} dB over one sample"
+            )
+        lines.append(f"- **{task}**: " + "; ".join(parts) + ".")
+    return lines
+
+
 def task_figure(path: Path, res: dict, rows: int = 2) -> None:
     """Write truth | baseline(s) | invdiff main mean | main std (scaled by its max) for 2 images."""
     m = res["methods"]
@@ -592,6 +645,7 @@ def markdown(report: dict) -> str:
             f"| {t['task']} | {t['method']} | {target} | {t['psnr_gain_db']:+.2f} | "
             f"{t['gap_to_target_db']:+.2f} | {'yes' if t['ssim_higher'] else 'no'} | {status} |"
         )
+    lines += limits(report)
     lines += [
         "",
         "## Results per task",
@@ -763,6 +817,8 @@ def parse(argv: list[str] | None = None) -> tuple[Config, str, Path | None]:
     p.add_argument("--main-steps", type=int)
     p.add_argument("--fast-steps", type=int)
     p.add_argument("--sweep-nfe", type=int, nargs="+")
+    p.add_argument("--sweep-tasks", nargs="*", help="tasks of the NFE sweep (none: no sweep)")
+    p.add_argument("--name", help="results name (default: harness): NAME.json, NAME.md, ...")
     p.add_argument("--sweep-images", type=int)
     p.add_argument("--batch", type=int)
     p.add_argument("--threads", type=int)
