@@ -1,8 +1,19 @@
 """Classifier guidance on the phantom model (issue 6): accuracy vs t, conditional samples, and
 how much a lesion hypothesis changes an 8-view CT reconstruction.
 
-    OMP_WAIT_POLICY=PASSIVE python benchmarks/bench_classifier.py \
-        --classifier invdiff/models/lesion_classifier.pt --judge /work/runs/clf/clean_classifier.pt
+    OMP_WAIT_POLICY=PASSIVE python benchmarks/bench_classifier.py --scales 1 3
+
+Defaults: the shipped lesion classifier ``invdiff/models/lesion_classifier.pt`` and the judge
+``benchmarks/models/lesion_judge.pt``. Both are trained on lesion twins (``--twins``: the same
+anatomy with and without its lesion, drawn as pairs with common t and noise); the judge on
+clean images of an independent seed (3), with another initialisation seed:
+
+    invdiff data phantoms tw_train.h5 --n 4000 --seed 0 --twins
+    invdiff train-classifier tw_train.h5 --out lesion_classifier.pt --steps 12000 \
+        --batch-size 32 --lr 1e-3 --ema-decay 0.999 --ckpt-every 250 --seed 0 --threads 1
+    invdiff data phantoms tw_judge.h5 --n 4000 --seed 3 --twins
+    invdiff train-classifier tw_judge.h5 --out lesion_judge.pt --clean --steps 4000 \
+        --batch-size 32 --lr 1e-3 --ema-decay 0.99 --ckpt-every 250 --seed 1 --threads 1
 
 1. Accuracy of the time-conditional classifier p_t(y | x_t) on test phantoms (seed 2), each
    diffused to time t with fresh noise, for a grid of t; the clean-image judge at t_min beside it.
@@ -193,7 +204,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--classifier", default="")
     ap.add_argument(
-        "--judge", required=True, help="clean-image classifier (train-classifier --clean)"
+        "--judge",
+        default=str(Path(__file__).parent / "models" / "lesion_judge.pt"),
+        help="clean-image classifier (train-classifier --clean), trained apart from --classifier",
     )
     ap.add_argument("--model", default="")
     ap.add_argument("--n-test", type=int, default=512)
