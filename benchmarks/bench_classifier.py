@@ -149,7 +149,9 @@ def markdown(report: dict) -> str:
         "# Classifier guidance on the phantom model (issue 6)",
         "",
         f"Command: `{report['command']}`; CPU, {a['threads']} thread(s), shared machine; "
-        f"model sha256 {report['model_sha256'][:12]}, classifier {a['classifier']}; prior "
+        f"model sha256 {report['model_sha256'][:12]}, classifier "
+        f"{a['classifier'] or 'invdiff/models/lesion_classifier.pt (shipped)'}, judge "
+        f"{os.path.relpath(a['judge'])}; prior "
         + ("clipped to [0, 1] (ClippedScore, the solve default)." if a.get("clip") else "raw."),
         "",
         f"## Accuracy of p_t(y | x_t) on {a['n_test']} test phantoms (seed 2)",

@@ -9,8 +9,9 @@ once from the raw prior, once from the prior whose denoised estimate is clipped 
 - mean intensity and "tissue area" (fraction of pixels above 0.2: soft tissue and bone, not air or
   lung) against the same figures for 256 real test phantoms (seed 2);
 - the fraction of samples whose tissue area lies inside the central 98 % of the real phantoms'
-  (1st to 99th percentile): a crude, objective check that a sample is a body of plausible size,
-  which catches the near-empty samples an under-trained prior produces;
+  (1st to 99th percentile), below it, above it, and nearly empty (tissue area < 0.05): a crude,
+  objective check that a sample is a body of plausible size, which catches both the near-empty
+  samples of an under-trained prior and bodies that are too large;
 - a PNG: raw samples (top rows), clipped samples (middle rows), real phantoms (bottom rows).
 
     python benchmarks/bench_samples.py [--model M --n 32 --steps 100 --threads 2]
@@ -48,6 +49,10 @@ def stats(x: np.ndarray, lo: float, hi: float) -> dict:
         "mean_intensity": float(x.mean()),
         "tissue_area_mean": float(area.mean()),
         "fraction_plausible_size": float(((area >= lo) & (area <= hi)).mean()),
+        "fraction_too_small": float((area < lo).mean()),
+        "fraction_nearly_empty": float((area < 0.05).mean()),
+        "fraction_too_large": float((area > hi).mean()),
+        "tissue_area_per_image": [round(float(a), 4) for a in area],
     }
 
 
@@ -115,14 +120,17 @@ def markdown(r: dict) -> str:
         f"Plausible size: tissue area (fraction of pixels > {TISSUE_LEVEL}) inside "
         f"[{lo:.3f}, {hi:.3f}], the 1st to 99th percentile of 256 real test phantoms.",
         "",
-        "| images | min | max | mean intensity | tissue area | plausible size |",
-        "|---|---|---|---|---|---|",
+        "| images | min | max | mean intensity | tissue area | plausible size | too small "
+        "| nearly empty | too large |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for name in ("raw", "clipped", "real"):
         s = r[name]
         lines.append(
             f"| {name} | {s['min']:.2f} | {s['max']:.2f} | {s['mean_intensity']:.3f} | "
-            f"{s['tissue_area_mean']:.3f} | {s['fraction_plausible_size']:.2f} |"
+            f"{s['tissue_area_mean']:.3f} | {s['fraction_plausible_size']:.2f} | "
+            f"{s['fraction_too_small']:.2f} | {s['fraction_nearly_empty']:.2f} | "
+            f"{s['fraction_too_large']:.2f} |"
         )
     lines += [
         "",
