@@ -42,11 +42,12 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import machine, write_results  # noqa: E402
+from common import RESULTS, machine, write_results  # noqa: E402
 
 from invdiff.checkpoint import default_model_path, file_sha256, load_model  # noqa: E402
 from invdiff.classifier import accuracy, load_classifier  # noqa: E402
 from invdiff.guidance import Measurement, solve  # noqa: E402
+from invdiff.images import grid, save_png  # noqa: E402
 from invdiff.metrics import psnr  # noqa: E402
 from invdiff.phantoms import SPLIT_SEEDS, lesion_twins, make_phantoms  # noqa: E402
 from invdiff.plugins import build_registry, make_plugin_manager  # noqa: E402
@@ -140,6 +141,14 @@ def ct_hypothesis(model, registry, clf_path, n: int, samples: int, scale: float)
             ),
         }
         print(case, out[case], flush=True)
+    # Figure: per row one phantom (first lesion phantoms, then their twins); columns truth, CT
+    # only, CT + hypothesis, |change| divided by its largest value in the figure.
+    rows = [*range(min(n, 2)), *range(n, n + min(n, 2))]
+    scale_diff = float(diff[rows].max()) or 1.0
+    cols = [truth, recon["ct_only"], recon["ct_plus_lesion_hypothesis"], diff / scale_diff]
+    tiles = np.concatenate([np.stack([c[r] for c in cols]) for r in rows])
+    save_png(RESULTS / "classifier_ct.png", grid(tiles, ncols=4), scale=2)
+    out["figure"] = {"file": "classifier_ct.png", "largest_change": scale_diff}
     return out
 
 
@@ -191,7 +200,8 @@ def markdown(report: dict) -> str:
         "hypothesis | mean in region: truth / CT only / with hypothesis |",
         "|---|---|---|---|---|---|",
     ]
-    for case, r in ct.items():
+    for case in ("lesion_present", "lesion_absent"):
+        r = ct[case]
         lines.append(
             f"| {case} | {r['mean_abs_change_inside_lesion_region']:.4f} | "
             f"{r['mean_abs_change_outside']:.4f} | {r['psnr_ct_only']:.2f} | "
@@ -199,6 +209,13 @@ def markdown(report: dict) -> str:
             f"{r['mean_inside_lesion_region_ct_only']:.3f} / "
             f"{r['mean_inside_lesion_region_with_hypothesis']:.3f} |"
         )
+    if "figure" in ct:
+        lines += [
+            "",
+            f"![rows: lesion phantoms, then their lesion-free twins; columns: truth, CT only, CT "
+            f"+ hypothesis, |change| / {ct['figure']['largest_change']:.3g}]"
+            f"({ct['figure']['file']})",
+        ]
     return "\n".join(lines) + "\n"
 
 

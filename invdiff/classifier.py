@@ -236,11 +236,17 @@ def train_classifier(
     tc: ClassifierTrainConfig,
     device: str = "cpu",
     log=print,
+    resume: bool = False,
 ) -> NoiseClassifier:
     """Minimise the cross-entropy of p_t(y | x_t) on diffused images; write ``out``.
 
+    Every checkpoint also writes ``out.train`` (weights, EMA, optimiser, step), so ``resume``
+    continues an interrupted run and, as for score models (:func:`invdiff.train.train`), reaches
+    the same weights as an uninterrupted one: step k's batch depends on (seed, k) only.
     Returns the EMA classifier (the trained one when ``ema_decay`` is 0), in eval mode.
     """
+    from invdiff.train import load_state, save_state, state_path
+
     data, y = torch.as_tensor(images), torch.as_tensor(labels).long()
     clf = clf.to(device).train()
     ema = None
@@ -249,8 +255,14 @@ def train_classifier(
         ema = AveragedModel(clf, multi_avg_fn=avg, use_buffers=True)
     opt = torch.optim.AdamW(clf.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
     config = {**config, "training": asdict(tc)}
-    t0, running = time.perf_counter(), None
-    for step in range(tc.steps):
+    parts = {"model": clf, "optimizer": opt, **({"ema": ema} if ema is not None else {})}
+    spath, start, elapsed = state_path(out), 0, 0.0
+    if resume and spath.exists():
+        keys = ("net", "sde", "image", "model")
+        start, elapsed = load_state(spath, config, device, keys, **parts)
+    t0, running = time.perf_counter() - elapsed, None
+    best = ema.module if ema is not None else clf
+    for step in range(start, tc.steps):
         xt, t, yb = diffuse_batch(
             data, y, clf.sde, tc.batch_size, tc.seed, step, tc.clean, tc.paired
         )
@@ -264,12 +276,13 @@ def train_classifier(
         running = loss.item() if running is None else 0.98 * running + 0.02 * loss.item()
         if (step + 1) % tc.ckpt_every == 0 or step + 1 == tc.steps:
             secs = time.perf_counter() - t0
-            best = ema.module if ema is not None else clf
             meta = {**config, "training": {**config["training"], "steps_done": step + 1}}
             meta["training"]["wall_time_s"] = round(secs, 1)
             ckpt.save(out, classifier_payload(meta, best.net.state_dict()))
-            log(f"step {step + 1}/{tc.steps}  loss {running:.4f}  {(step + 1) / secs:.2f} steps/s")
-    return (ema.module if ema is not None else clf).eval()
+            save_state(spath, config, step + 1, secs, **parts)
+            rate = (step + 1 - start) / max(secs - elapsed, 1e-9)
+            log(f"step {step + 1}/{tc.steps}  loss {running:.4f}  {rate:.2f} steps/s")
+    return best.eval()
 
 
 @torch.no_grad()

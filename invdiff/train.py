@@ -88,13 +88,33 @@ def _dist() -> tuple[int, int]:
     return (torch.distributed.get_rank() if world > 1 else 0), world
 
 
-def _check_resume(saved: dict[str, Any], config: dict[str, Any], path: Path) -> None:
-    for key in ("net", "sde", "image"):
+def _check_resume(
+    saved: dict[str, Any], config: dict[str, Any], path: Path, keys=("net", "sde", "image")
+) -> None:
+    for key in keys:
         if saved.get(key) != config.get(key):
             raise InvdiffError(
                 f"training state {path} was made with another {key} ({saved.get(key)}); "
                 "resume with the same options or delete the .train file"
             )
+
+
+def save_state(spath: Path, config: dict[str, Any], step: int, elapsed: float, **parts) -> None:
+    """Write the resumable state (atomically): every part's state_dict, the step, the time."""
+    payload = {k: v.state_dict() for k, v in parts.items()}
+    payload.update(format=ckpt.STATE_FORMAT, config=json.dumps(config, default=str))
+    ckpt.save(spath, {**payload, "step": step, "elapsed": elapsed})
+
+
+def load_state(
+    spath: Path, config: dict[str, Any], device, keys=("net", "sde", "image"), **parts
+) -> tuple[int, float]:
+    """Load a state written by :func:`save_state` into ``parts``; return (step, elapsed)."""
+    state = ckpt.load(spath, ckpt.STATE_FORMAT, map_location=device)
+    _check_resume(state["config"], config, spath, keys)
+    for k, v in parts.items():
+        v.load_state_dict(state[k])
+    return int(state["step"]), float(state["elapsed"])
 
 
 def train(
@@ -130,14 +150,9 @@ def train(
     config = {**config, "training": asdict(tc)}
     start, elapsed = 0, 0.0
     spath = state_path(out)
+    parts = {"model": model, "ema": ema, "optimizer": opt, "scheduler": sched}
     if resume and spath.exists():
-        state = ckpt.load(spath, ckpt.STATE_FORMAT, map_location=device)
-        _check_resume(state["config"], config, spath)
-        model.load_state_dict(state["model"])
-        ema.load_state_dict(state["ema"])
-        opt.load_state_dict(state["optimizer"])
-        sched.load_state_dict(state["scheduler"])
-        start, elapsed = int(state["step"]), float(state["elapsed"])
+        start, elapsed = load_state(spath, config, device, **parts)
     net = model
     if world > 1:
         net = torch.nn.parallel.DistributedDataParallel(model)
@@ -149,19 +164,7 @@ def train(
         meta = {**config, "training": training}
         net_weights = ema.module.net if weights == "ema" else model.net
         ckpt.save(out, ckpt.model_payload(meta, net_weights.state_dict()))
-        ckpt.save(
-            spath,
-            {
-                "format": ckpt.STATE_FORMAT,
-                "config": json.dumps(config, default=str),
-                "model": model.state_dict(),
-                "ema": ema.state_dict(),
-                "optimizer": opt.state_dict(),
-                "scheduler": sched.state_dict(),
-                "step": step,
-                "elapsed": secs,
-            },
-        )
+        save_state(spath, config, step, secs, **parts)
 
     from rich.progress import (
         BarColumn,

@@ -287,3 +287,22 @@ def test_shipped_lesion_classifier_fits_the_shipped_model_and_sees_lesions():
     # accuracy on 512 test phantoms; 14 of 16 leaves room for thread-count rounding only.
     assert int((lp > la).sum()) >= 14
     assert float((lp.exp() > 0.5).float().mean()) >= 0.75  # most lesion twins called "lesion"
+
+
+def test_train_classifier_resume_reaches_the_uninterrupted_weights(tmp_path, tiny_data, tiny_model):
+    base = ["train-classifier", tiny_data, "--model", tiny_model, "--batch-size", "4"]
+    base += ["--base", "4", "--mult", "1,2", "--threads", "1", "--ckpt-every", "2"]
+    whole, part = tmp_path / "whole.pt", tmp_path / "part.pt"
+    assert runner.invoke(app, [*base, "--out", str(whole), "--steps", "4"]).exit_code == 0
+    assert runner.invoke(app, [*base, "--out", str(part), "--steps", "2"]).exit_code == 0
+    assert (tmp_path / "part.pt.train").is_file()
+    result = runner.invoke(app, [*base, "--out", str(part), "--steps", "4", "--resume"])
+    assert result.exit_code == 0, result.output
+    (a, ca), (b, cb) = load_classifier(whole), load_classifier(part)
+    assert ca["training"]["steps_done"] == cb["training"]["steps_done"] == 4
+    for (name, va), vb in zip(a.state_dict().items(), b.state_dict().values(), strict=True):
+        torch.testing.assert_close(va, vb, rtol=0, atol=0, msg=name)
+    # Resuming with another architecture is refused in one line.
+    wider = [*base, "--base", "8"]  # the later --base wins
+    result = runner.invoke(app, [*wider, "--out", str(part), "--steps", "6", "--resume"])
+    _error_line(result, "another net")

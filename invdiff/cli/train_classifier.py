@@ -30,7 +30,10 @@ def train_classifier(
         "--paired/--unpaired",
         help="Batches of twins 2k, 2k+1 (default: when DATA has a 'paired' attribute).",
     ),
-    ckpt_every: int = typer.Option(500, help="Write OUT every this many steps."),
+    ckpt_every: int = typer.Option(500, help="Write OUT (and OUT.train) every this many steps."),
+    resume: bool = typer.Option(
+        False, "--resume", help="Continue from OUT.train (same options); exact on CPU."
+    ),
     seed: int = typer.Option(0, help="Seed of initialisation, batches and noise."),
     device: str = typer.Option("auto", help="auto, cpu, cuda, cuda:1 ..."),
     threads: int = typer.Option(0, help="CPU threads for torch (0: torch's default)."),
@@ -92,5 +95,5 @@ def train_classifier(
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)  # initial weights depend on --seed only
         clf = build_classifier(config)
-    run(images, labels, clf, config, out, tc, device=resolve_device(device))
+    run(images, labels, clf, config, out, tc, device=resolve_device(device), resume=resume)
     typer.echo(f"wrote {out}")
