@@ -193,21 +193,20 @@ def diffuse_batch(
     from invdiff.train import step_generator
 
     g = step_generator(seed, step)
+    # Draw order (indices, times, noise) is fixed: resumed runs depend on it.
+    draws = max(batch // 2, 1) if paired else batch  # independent draws; twins share theirs
     if paired:
-        half = max(batch // 2, 1)
-        first = 2 * torch.randint(len(images) // 2, (half,), generator=g)
+        first = 2 * torch.randint(len(images) // 2, (draws,), generator=g)
         idx = torch.stack([first, first + 1], 1).reshape(-1)
-        u = torch.zeros(half) if clean else torch.rand(half, generator=g)
-        u = u.repeat_interleave(2)
     else:
-        idx = torch.randint(len(images), (batch,), generator=g)
-        u = torch.zeros(batch) if clean else torch.rand(batch, generator=g)
+        idx = torch.randint(len(images), (draws,), generator=g)
+    u = torch.zeros(draws) if clean else torch.rand(draws, generator=g)
+    z = torch.randn((draws, *images.shape[1:]), generator=g)
+    if paired:
+        u, z = u.repeat_interleave(2), z.repeat_interleave(2, 0)
     t = sde.t_min + (1 - sde.t_min) * u
     x0 = images[idx]
     alpha, sigma = sde.coefficients(t)
-    shape = (len(idx) // 2, *x0.shape[1:]) if paired else x0.shape
-    z = torch.randn(shape, generator=g)
-    z = z.repeat_interleave(2, 0) if paired else z
     xt = bc(alpha, x0) * x0 + bc(sigma, x0) * z
     return xt, t, labels[idx]
 

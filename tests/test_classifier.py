@@ -8,8 +8,8 @@ import h5py
 import numpy as np
 import pytest
 import torch
+from _cli_helpers import assert_user_error, runner
 from invdiff_operators.classifier import Classifier
-from typer.testing import CliRunner
 
 from invdiff.classifier import load_classifier
 from invdiff.cli import app
@@ -20,8 +20,6 @@ from invdiff.samplers import generators_for
 from invdiff.score import GaussianScore
 from invdiff.sde import VESDE
 from invdiff.testing import check_operator
-
-runner = CliRunner()
 
 # Two-Gaussian toy: x_0 ~ 1/2 N(m_0, s^2 I) + 1/2 N(m_1, s^2 I) in R^2 (images of shape 1 x 1 x 2).
 MEANS = torch.tensor([[-2.0, 0.0], [2.0, 1.0]], dtype=torch.float64)
@@ -139,14 +137,6 @@ def test_guidance_refuses_a_classifier_of_another_sde(gen):
         )
 
 
-def _error_line(result, *words):
-    assert result.exit_code == 2, result.output
-    lines = [ln for ln in result.output.strip().splitlines() if ln.strip()]
-    assert len(lines) == 1 and lines[0].startswith("Error: "), result.output
-    for w in words:
-        assert w in lines[0], lines[0]
-
-
 @pytest.fixture(scope="module")
 def tiny_classifier(tmp_path_factory, tiny_data, tiny_model):
     out = tmp_path_factory.mktemp("clf") / "clf.pt"
@@ -204,16 +194,16 @@ def test_classifier_checkpoint_errors_are_one_line(
             load_classifier(path)
         base = ["solve", "--model", tiny_model, "--operator", "classifier"]
         result = runner.invoke(app, [*base, "--classifier", str(path), "--simulate", tiny_data])
-        _error_line(result, words)
+        assert_user_error(result, words)
     # A classifier for another image size is refused before sampling.
     result = runner.invoke(
         app, ["solve", "--operator", "classifier", "--classifier", tiny_classifier, tiny_data]
     )
-    _error_line(result, "trained on 1x16x16")
+    assert_user_error(result, "trained on 1x16x16")
     result = runner.invoke(
         app, ["train-classifier", tiny_data, "--model", str(garbage), "--out", "x"]
     )
-    _error_line(result, "corrupt")
+    assert_user_error(result, "corrupt")
 
 
 @pytest.mark.skipif(
@@ -222,7 +212,7 @@ def test_classifier_checkpoint_errors_are_one_line(
 )
 def test_missing_shipped_classifier_is_a_one_line_error(tiny_data):
     result = runner.invoke(app, ["solve", "--operator", "classifier", "--simulate", tiny_data])
-    _error_line(result, "no lesion classifier is shipped")
+    assert_user_error(result, "no lesion classifier is shipped")
 
 
 def test_paired_batches_share_time_and_noise_within_twins():
@@ -265,7 +255,7 @@ def test_twins_file_trains_paired_and_unpaired_labels_are_refused(tmp_path, tiny
         f["images"] = np.zeros((4, 1, 16, 16), np.float32)
         f["labels"] = np.array([1, 1, 0, 0])
     result = runner.invoke(app, [*args[:1], str(plain), *args[2:], "--paired"])
-    _error_line(result, "--paired needs images 2k, 2k+1")
+    assert_user_error(result, "--paired needs images 2k, 2k+1")
 
 
 @pytest.mark.skipif(
@@ -305,4 +295,4 @@ def test_train_classifier_resume_reaches_the_uninterrupted_weights(tmp_path, tin
     # Resuming with another architecture is refused in one line.
     wider = [*base, "--base", "8"]  # the later --base wins
     result = runner.invoke(app, [*wider, "--out", str(part), "--steps", "6", "--resume"])
-    _error_line(result, "another net")
+    assert_user_error(result, "another net")

@@ -5,24 +5,7 @@ from __future__ import annotations
 import h5py
 import numpy as np
 import pytest
-from typer.testing import CliRunner
-
-from invdiff.cli import app
-
-runner = CliRunner()
-
-
-def invoke(*args):
-    return runner.invoke(app, [str(a) for a in args])
-
-
-def assert_user_error(result, *words):
-    assert result.exit_code == 2, result.output
-    assert "Traceback" not in result.output
-    lines = [ln for ln in result.output.strip().splitlines() if ln.strip()]
-    assert len(lines) == 1 and lines[0].startswith("Error: "), result.output
-    for w in words:
-        assert w in lines[0], lines[0]
+from _cli_helpers import assert_user_error, invoke
 
 
 def test_data_phantoms_layout_and_seeds(tmp_path):

@@ -7,25 +7,14 @@ import json
 import h5py
 import numpy as np
 import pytest
-from typer.testing import CliRunner
+from _cli_helpers import assert_user_error as _user_error
+from _cli_helpers import invoke
 
-from invdiff.cli import app
 from invdiff.phantoms import make_phantoms
-
-runner = CliRunner()
-
-
-def invoke(*args):
-    return runner.invoke(app, [str(a) for a in args])
 
 
 def assert_user_error(result, *words):
-    assert result.exit_code == 2, result.output
-    assert "Traceback" not in result.output
-    lines = [ln for ln in result.output.strip().splitlines() if ln.strip()]
-    assert len(lines) == 1 and lines[0].startswith("Error: "), result.output
-    for w in words:
-        assert w.lower() in lines[0].lower(), lines[0]
+    _user_error(result, *words, ignore_case=True)
 
 
 def write(path, **datasets):

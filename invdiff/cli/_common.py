@@ -50,3 +50,12 @@ def set_threads(threads: int | None) -> None:
 
 def eprint(msg: str) -> None:
     print(msg, file=sys.stderr)
+
+
+def clip_option() -> Any:
+    """The ``--clip/--no-clip`` option of the sampling commands (``invdiff.score.ClippedScore``)."""
+    return typer.Option(
+        True,
+        "--clip/--no-clip",
+        help="Clip the prior's denoised estimate to the data range every step.",
+    )

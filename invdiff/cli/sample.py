@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from invdiff.cli._common import resolve_device, set_threads, user_errors
+from invdiff.cli._common import clip_option, resolve_device, set_threads, user_errors
 from invdiff.errors import InvdiffError
 
 SAMPLERS = ("pc", "ode-heun", "ode-rk45")
@@ -29,9 +29,7 @@ def sample(
     steps: int = typer.Option(100, help="Time steps (pc, ode-heun)."),
     rtol: float = typer.Option(1e-4, help="ode-rk45 relative and absolute tolerance."),
     denoise: bool = typer.Option(True, help="Finish with a Tweedie denoising step."),
-    clip: bool = typer.Option(
-        True, "--clip/--no-clip", help="Clip the denoised estimate to the data range every step."
-    ),
+    clip: bool = clip_option(),
     seed: int = typer.Option(0, help="Sample k uses seed + k."),
     batch_size: int = typer.Option(16, help="Samples per network call."),
     device: str = typer.Option("auto", help="auto, cpu, cuda ..."),

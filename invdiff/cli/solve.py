@@ -19,7 +19,7 @@ from typing import Any
 
 import typer
 
-from invdiff.cli._common import resolve_device, set_threads, user_errors
+from invdiff.cli._common import clip_option, resolve_device, set_threads, user_errors
 from invdiff.errors import InvdiffError
 
 DEFAULT_STRATEGY = "diffpir"
@@ -124,9 +124,7 @@ def solve(
     threads: int = typer.Option(0, help="CPU threads for torch (0: torch's default)."),
     force: bool = typer.Option(False, "--force", help="Overwrite existing outputs."),
     progress: bool = typer.Option(True, help="Show a progress bar."),
-    clip: bool = typer.Option(
-        True, "--clip/--no-clip", help="Clip the prior's denoised estimate to the data range."
-    ),
+    clip: bool = clip_option(),
 ) -> None:
     """Reconstruct images from measurements with the diffusion prior (Bayes' rule for scores).
 

@@ -90,7 +90,14 @@ def train_classifier(
             "write such a file with `invdiff data phantoms --twins` or pass --unpaired"
         )
     tc = ClassifierTrainConfig(
-        steps, batch_size, lr, 1e-4, ema_decay, clean, ckpt_every, seed, paired
+        steps=steps,
+        batch_size=batch_size,
+        lr=lr,
+        ema_decay=ema_decay,
+        clean=clean,
+        ckpt_every=ckpt_every,
+        seed=seed,
+        paired=paired,
     )
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)  # initial weights depend on --seed only
