@@ -42,6 +42,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).parent))
+from bench_samples import plausible_area, stats  # noqa: E402
 from common import RESULTS, machine, write_results  # noqa: E402
 
 from invdiff.checkpoint import default_model_path, file_sha256, load_model  # noqa: E402
@@ -78,16 +79,22 @@ def accuracy_vs_t(clf, judge, n: int) -> list[dict]:
     return rows
 
 
-def conditional_samples(model, clf_op, judge, n: int, steps: int, scales) -> list[dict]:
-    rows = []
+def conditional_samples(
+    model, clf_op, judge, n: int, steps: int, scales, snr: float
+) -> tuple[list[dict], np.ndarray]:
+    """Judge n samples per (class, scale) row; return the rows and the first 8 samples of each."""
+    _, lo, hi = plausible_area(64)
+    rows, tiles = [], []
     for label, scale in [(None, 0.0)] + [(c, s) for s in scales for c in (1, 0)]:
         clf_op.scale = scale
         weight = 0.0 if label is None else 1.0
         m = Measurement(clf_op, torch.tensor([1 if label is None else label]), weight)
         t0 = time.perf_counter()
         with torch.no_grad():
-            x = solve(model, model.sde, [m], generators_for(range(n), "cpu"), steps=steps, snr=0.0)
-        x = x.x.clamp(0, 1)
+            gens = generators_for(range(n), "cpu")
+            res = solve(model, model.sde, [m], gens, steps=steps, snr=snr)
+        x = res.x.clamp(0, 1)
+        tiles.append(x[:8].numpy())
         tt = torch.full((n,), judge.sde.t_min)
         with torch.no_grad():
             pred = judge(x, tt).argmax(1)
@@ -98,58 +105,68 @@ def conditional_samples(model, clf_op, judge, n: int, steps: int, scales) -> lis
             "fraction_judged_as_requested": None
             if label is None
             else float((pred == label).float().mean()),
+            # Crude realism check (benchmarks/bench_samples.py): body of plausible size.
+            "fraction_plausible_size": stats(res.x.numpy(), lo, hi)["fraction_plausible_size"],
+            "nfe": res.nfe,
             "wall_s": round(time.perf_counter() - t0, 1),
         }
         rows.append(row)
         print(row, flush=True)
-    return rows
+    return rows, np.concatenate(tiles)
 
 
-def ct_hypothesis(model, registry, clf_path, n: int, samples: int, scale: float) -> dict:
+def ct_hypothesis(model, registry, clf_path, n: int, samples: int, scales) -> dict:
+    """Reconstruct n lesion phantoms and their twins from 8 views, without and with the
+    hypothesis "lesion present" at each guidance scale; the change inside and outside the lesion."""
     present, absent, masks = lesion_twins(n, 64, SPLIT_SEEDS["test"])
     truth = np.concatenate([present, absent])
     mask = np.concatenate([masks, masks])
     ct = registry["ct_sparse"].create((1, 64, 64), views=8, noise_std=0.01)
-    hyp = registry["classifier"].create((1, 64, 64), label=1, scale=scale, classifier=clf_path)
     g = torch.Generator().manual_seed(7)
     y = ct.measure(torch.as_tensor(truth), g)
     idx = np.repeat(np.arange(len(truth)), samples)
-    gens = lambda: generators_for(range(len(idx)), "cpu")  # noqa: E731 - same seeds, paired
     recon = {}
-    for name, extra in (("ct_only", []), ("ct_plus_lesion_hypothesis", [hyp])):
-        ms = [Measurement(ct, y[idx])] + [Measurement(op, torch.tensor([1])) for op in extra]
+    for scale in [0.0, *scales]:  # 0: CT only
+        ms = [Measurement(ct, y[idx])]
+        if scale:
+            hyp = registry["classifier"].create(
+                (1, 64, 64), label=1, scale=scale, classifier=clf_path
+            )
+            ms.append(Measurement(hyp, torch.tensor([1])))
         t0 = time.perf_counter()
-        x = solve(model, model.sde, ms, gens(), strategy="diffpir").x
-        x = x.reshape(len(truth), samples, 1, 64, 64).mean(1).clamp(0, 1).numpy()
-        recon[name] = x
-        print(name, f"{time.perf_counter() - t0:.0f} s", flush=True)
-    diff = np.abs(recon["ct_plus_lesion_hypothesis"] - recon["ct_only"])
-    out = {}
-    for case, sl in (("lesion_present", slice(0, n)), ("lesion_absent", slice(n, 2 * n))):
-        d, m = diff[sl], mask[sl]
-        out[case] = {
-            "mean_abs_change_inside_lesion_region": float(d[m].mean()),
-            "mean_abs_change_outside": float(d[~m].mean()),
-            "psnr_ct_only": float(psnr(recon["ct_only"][sl], truth[sl]).mean()),
-            "psnr_with_hypothesis": float(
-                psnr(recon["ct_plus_lesion_hypothesis"][sl], truth[sl]).mean()
-            ),
-            "mean_inside_lesion_region_truth": float(truth[sl][m].mean()),
-            "mean_inside_lesion_region_ct_only": float(recon["ct_only"][sl][m].mean()),
-            "mean_inside_lesion_region_with_hypothesis": float(
-                recon["ct_plus_lesion_hypothesis"][sl][m].mean()
-            ),
-        }
-        print(case, out[case], flush=True)
+        gens = generators_for(range(len(idx)), "cpu")  # the same seeds for every scale: paired
+        x = solve(model, model.sde, ms, gens, strategy="diffpir").x
+        recon[scale] = x.reshape(len(truth), samples, 1, 64, 64).mean(1).clamp(0, 1).numpy()
+        print(f"scale {scale:g}: {time.perf_counter() - t0:.0f} s", flush=True)
+    rows = []
+    for scale in scales:
+        diff = np.abs(recon[scale] - recon[0.0])
+        for case, sl in (("lesion_present", slice(0, n)), ("lesion_absent", slice(n, 2 * n))):
+            d, m = diff[sl], mask[sl]
+            row = {
+                "truth": case,
+                "scale": scale,
+                "mean_abs_change_inside_lesion_region": float(d[m].mean()),
+                "mean_abs_change_outside": float(d[~m].mean()),
+                "psnr_ct_only": float(psnr(recon[0.0][sl], truth[sl]).mean()),
+                "psnr_with_hypothesis": float(psnr(recon[scale][sl], truth[sl]).mean()),
+                "mean_inside_lesion_region_truth": float(truth[sl][m].mean()),
+                "mean_inside_lesion_region_ct_only": float(recon[0.0][sl][m].mean()),
+                "mean_inside_lesion_region_with_hypothesis": float(recon[scale][sl][m].mean()),
+            }
+            rows.append(row)
+            print(row, flush=True)
     # Figure: per row one phantom (first lesion phantoms, then their twins); columns truth, CT
-    # only, CT + hypothesis, |change| divided by its largest value in the figure.
-    rows = [*range(min(n, 2)), *range(n, n + min(n, 2))]
-    scale_diff = float(diff[rows].max()) or 1.0
-    cols = [truth, recon["ct_only"], recon["ct_plus_lesion_hypothesis"], diff / scale_diff]
-    tiles = np.concatenate([np.stack([c[r] for c in cols]) for r in rows])
+    # only, CT + hypothesis at the largest scale, |change| divided by its largest value shown.
+    top = max(scales)
+    diff = np.abs(recon[top] - recon[0.0])
+    shown = [*range(min(n, 2)), *range(n, n + min(n, 2))]
+    scale_diff = float(diff[shown].max()) or 1.0
+    cols = [truth, recon[0.0], recon[top], diff / scale_diff]
+    tiles = np.concatenate([np.stack([c[r] for c in cols]) for r in shown])
     save_png(RESULTS / "classifier_ct.png", grid(tiles, ncols=4), scale=2)
-    out["figure"] = {"file": "classifier_ct.png", "largest_change": scale_diff}
-    return out
+    figure = {"file": "classifier_ct.png", "scale": top, "largest_change": scale_diff}
+    return {"rows": rows, "figure": figure}
 
 
 def markdown(report: dict) -> str:
@@ -162,60 +179,79 @@ def markdown(report: dict) -> str:
         f"{a['classifier'] or 'invdiff/models/lesion_classifier.pt (shipped)'}, judge "
         f"{os.path.relpath(a['judge'])}; prior "
         + ("clipped to [0, 1] (ClippedScore, the solve default)." if a.get("clip") else "raw."),
-        "",
-        f"## Accuracy of p_t(y | x_t) on {a['n_test']} test phantoms (seed 2)",
-        "",
-        f"Chance level (always the more frequent class): {report['majority_rate']:.3f}.",
-        "",
-        "| t | sigma_t | time-conditional | clean judge |",
-        "|---|---|---|---|",
     ]
-    for r in report.get("accuracy_vs_t", []):
-        judge = f"{r['clean_judge']:.3f}" if "clean_judge" in r else ""
-        lines.append(f"| {r['t']:g} | {r['sigma_t']:.3g} | {r['time_conditional']:.3f} | {judge} |")
-    if "conditional_samples" not in report:
-        return "\n".join(lines) + "\n\nConditional sampling and the CT hypothesis were skipped.\n"
-    lines += [
-        "",
-        f"## Conditional samples ({a['n_samples']} per row, {a['steps']} reverse-diffusion steps, "
-        "no corrector), judged by the clean classifier",
-        "",
-        "| requested | scale | judged lesion | judged as requested | wall s |",
-        "|---|---|---|---|---|",
-    ]
-    for r in report["conditional_samples"]:
-        req = r["fraction_judged_as_requested"]
-        req = "" if req is None else f"{req:.3f}"
-        lines.append(
-            f"| {r['requested']} | {r['scale']:g} | {r['fraction_judged_lesion']:.3f} | {req} "
-            f"| {r['wall_s']} |"
+    if "accuracy_vs_t" in report:
+        lines += [
+            "",
+            f"## Accuracy of p_t(y | x_t) on {a['n_test']} test phantoms (seed 2)",
+            "",
+            f"Chance level (always the more frequent class): {report['majority_rate']:.3f}.",
+            "",
+            "| t | sigma_t | time-conditional | clean judge |",
+            "|---|---|---|---|",
+        ]
+        for r in report["accuracy_vs_t"]:
+            judge = f"{r['clean_judge']:.3f}" if "clean_judge" in r else ""
+            lines.append(
+                f"| {r['t']:g} | {r['sigma_t']:.3g} | {r['time_conditional']:.3f} | {judge} |"
+            )
+    if "conditional_samples" in report:
+        corrector = f"Langevin corrector snr {a['snr']:g}" if a["snr"] else "no corrector"
+        lines += [
+            "",
+            f"## Conditional samples ({a['n_samples']} per row, {a['steps']} reverse-diffusion "
+            f"steps, {corrector}), judged by the clean classifier",
+            "",
+            "Plausible size: tissue area inside the 1st-99th percentile of real phantoms "
+            "(benchmarks/bench_samples.py), a crude check that guidance has not broken the body.",
+            "",
+            "| requested | scale | judged lesion | judged as requested | plausible size | NFE "
+            "| wall s |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for r in report["conditional_samples"]:
+            req = r["fraction_judged_as_requested"]
+            req = "" if req is None else f"{req:.3f}"
+            lines.append(
+                f"| {r['requested']} | {r['scale']:g} | {r['fraction_judged_lesion']:.3f} | {req} "
+                f"| {r['fraction_plausible_size']:.3f} | {r['nfe']} | {r['wall_s']} |"
+            )
+        rows = ", ".join(
+            "unconditional"
+            if r["requested"] == "unconditional"
+            else f"{'lesion' if r['requested'] else 'no lesion'} at scale {r['scale']:g}"
+            for r in report["conditional_samples"]
         )
+        lines += ["", f"![first 8 samples per row: {rows}]({report['samples_figure']})"]
+    if "ct_hypothesis" not in report:
+        return "\n".join(lines) + "\n"
     ct = report["ct_hypothesis"]
     lines += [
         "",
         f"## Lesion hypothesis in 8-view CT ({a['ct_images']} phantoms with a lesion and their "
-        f"lesion-free twins, {a['ct_samples']} DiffPIR samples each, scale {a['ct_scale']:g})",
+        f"lesion-free twins, {a['ct_samples']} DiffPIR samples each, 1 % noise)",
         "",
-        "| truth | mean abs change inside lesion region | outside | PSNR CT only | PSNR with "
-        "hypothesis | mean in region: truth / CT only / with hypothesis |",
-        "|---|---|---|---|---|---|",
+        'Change = |reconstruction with the hypothesis "lesion present" (classifier, label 1, '
+        "the scale given) - reconstruction from the CT data alone|, same seeds.",
+        "",
+        "| truth | scale | mean abs change inside lesion region | outside | PSNR CT only | PSNR "
+        "with hypothesis | mean in region: truth / CT only / with hypothesis |",
+        "|---|---|---|---|---|---|---|",
     ]
-    for case in ("lesion_present", "lesion_absent"):
-        r = ct[case]
+    for r in ct["rows"]:
         lines.append(
-            f"| {case} | {r['mean_abs_change_inside_lesion_region']:.4f} | "
-            f"{r['mean_abs_change_outside']:.4f} | {r['psnr_ct_only']:.2f} | "
+            f"| {r['truth']} | {r['scale']:g} | {r['mean_abs_change_inside_lesion_region']:.4f} "
+            f"| {r['mean_abs_change_outside']:.4f} | {r['psnr_ct_only']:.2f} | "
             f"{r['psnr_with_hypothesis']:.2f} | {r['mean_inside_lesion_region_truth']:.3f} / "
             f"{r['mean_inside_lesion_region_ct_only']:.3f} / "
             f"{r['mean_inside_lesion_region_with_hypothesis']:.3f} |"
         )
-    if "figure" in ct:
-        lines += [
-            "",
-            f"![rows: lesion phantoms, then their lesion-free twins; columns: truth, CT only, CT "
-            f"+ hypothesis, |change| / {ct['figure']['largest_change']:.3g}]"
-            f"({ct['figure']['file']})",
-        ]
+    f = ct["figure"]
+    lines += [
+        "",
+        f"![rows: lesion phantoms, then their lesion-free twins; columns: truth, CT only, CT "
+        f"+ hypothesis at scale {f['scale']:g}, |change| / {f['largest_change']:.3g}]({f['file']})",
+    ]
     return "\n".join(lines) + "\n"
 
 
@@ -232,9 +268,10 @@ def main() -> None:
     ap.add_argument("--n-samples", type=int, default=32)
     ap.add_argument("--steps", type=int, default=100)
     ap.add_argument("--scales", type=float, nargs="+", default=[1.0])
+    ap.add_argument("--snr", type=float, default=0.0, help="Langevin corrector snr (0: none)")
     ap.add_argument("--ct-images", type=int, default=4)
     ap.add_argument("--ct-samples", type=int, default=2)
-    ap.add_argument("--ct-scale", type=float, default=1.0)
+    ap.add_argument("--ct-scales", type=float, nargs="+", default=[1.0])
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--no-clip", dest="clip", action="store_false", help="raw prior")
     ap.add_argument("--skip", nargs="*", default=[], choices=["accuracy", "samples", "ct"])
@@ -260,12 +297,14 @@ def main() -> None:
         report["accuracy_vs_t"] = accuracy_vs_t(clf, judge, args.n_test)
         report["majority_rate"] = majority_rate(args.n_test)
     if "samples" not in args.skip:
-        report["conditional_samples"] = conditional_samples(
-            model, clf_op, judge, args.n_samples, args.steps, args.scales
+        report["conditional_samples"], tiles = conditional_samples(
+            model, clf_op, judge, args.n_samples, args.steps, args.scales, args.snr
         )
+        save_png(RESULTS / "classifier_samples.png", grid(tiles, ncols=8), scale=2)
+        report["samples_figure"] = "classifier_samples.png"
     if "ct" not in args.skip:
         report["ct_hypothesis"] = ct_hypothesis(
-            model, registry, args.classifier, args.ct_images, args.ct_samples, args.ct_scale
+            model, registry, args.classifier, args.ct_images, args.ct_samples, args.ct_scales
         )
     report["wall_s"] = round(time.perf_counter() - t0, 1)
     write_results("classifier", report, markdown(report))

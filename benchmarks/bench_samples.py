@@ -56,6 +56,14 @@ def stats(x: np.ndarray, lo: float, hi: float) -> dict:
     }
 
 
+def plausible_area(size: int) -> tuple[np.ndarray, float, float]:
+    """Return 256 real test phantoms and the 1st and 99th percentile of their tissue area."""
+    real = make_phantoms(256, size, SPLIT_SEEDS["test"])[0]
+    real_area = (real > TISSUE_LEVEL).mean((1, 2, 3))
+    lo, hi = (float(v) for v in np.percentile(real_area, [1, 99]))
+    return real, lo, hi
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default=None)
@@ -68,9 +76,7 @@ def main() -> None:
     model, config = load_model(path)
     image = config["image"]
     shape = (image["channels"], image["size"], image["size"])
-    real = make_phantoms(256, image["size"], SPLIT_SEEDS["test"])[0]
-    real_area = (real > TISSUE_LEVEL).mean((1, 2, 3))
-    lo, hi = (float(v) for v in np.percentile(real_area, [1, 99]))
+    real, lo, hi = plausible_area(image["size"])
     report = {
         "command": "python benchmarks/bench_samples.py " + " ".join(sys.argv[1:]),
         "machine": machine(args.threads),

@@ -2,8 +2,9 @@
 
 The training data of the shipped RGB model (colorization). Real photographs that load with
 no network: scikit-image's ``astronaut``, ``coffee``, ``chelsea``, ``rocket``,
-``immunohistochemistry``, ``hubble_deep_field`` and ``retina``, plus scikit-learn's two
-``load_sample_images`` when scikit-learn is installed. One photograph (``HOLDOUT``, default
+``immunohistochemistry``, ``hubble_deep_field``, ``retina`` and the left view of
+``stereo_motorcycle``, plus scikit-learn's two ``load_sample_images`` (``china``, ``flower``)
+when scikit-learn is installed (``pip install invdiff[photos]``). One photograph (``HOLDOUT``, default
 ``chelsea``) is never used for training; the ``test`` split draws patches from it alone.
 
 Each patch is taken from the photograph downscaled by a random factor in [1/4, 1] (so a 32-pixel
@@ -25,6 +26,7 @@ SKIMAGE_PHOTOS = (
     "immunohistochemistry",
     "hubble_deep_field",
     "retina",
+    "stereo_motorcycle",
 )
 HOLDOUT = "chelsea"
 SCALES = (1.0, 0.5, 0.25)  # pyramid levels patches are drawn from (uniformly)
@@ -56,6 +58,8 @@ def load_photo(name: str) -> np.ndarray:
         if name not in SKIMAGE_PHOTOS:
             raise InvdiffError(f"unknown photograph {name!r}; choose from {photo_names()}")
         img = getattr(skimage.data, name)()
+        if name == "stereo_motorcycle":  # (left, right, disparity): the left photograph
+            img = img[0]
     return np.asarray(img[..., :3], dtype=np.float32) / 255.0
 
 

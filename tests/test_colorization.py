@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from invdiff.cli import app
 from invdiff.errors import InvdiffError
-from invdiff.photos import HOLDOUT, make_patches, photo_names
+from invdiff.photos import HOLDOUT, load_photo, make_patches, photo_names
 
 runner = CliRunner()
 SHIPPED = Path(__file__).parents[1] / "invdiff" / "models" / "rgb32.pt"
@@ -31,6 +31,13 @@ def test_patches_are_seeded_and_keep_the_holdout_out_of_training():
     np.testing.assert_array_equal(make_patches(8, 16, seed=3)[0][:6], a)
     with pytest.raises(InvdiffError, match="holdout"):
         make_patches(1, 16, seed=0, holdout="nope")
+
+
+def test_every_photograph_loads_as_rgb_in_unit_range():
+    for name in photo_names():
+        img = load_photo(name)
+        assert img.ndim == 3 and img.shape[2] == 3 and min(img.shape[:2]) >= 256, name
+        assert img.dtype == np.float32 and 0 <= img.min() and img.max() <= 1, name
 
 
 @pytest.fixture(scope="module")
