@@ -4,8 +4,8 @@ The training data of the shipped RGB model (colorization). Real photographs that
 no network: scikit-image's ``astronaut``, ``coffee``, ``chelsea``, ``rocket``,
 ``immunohistochemistry``, ``hubble_deep_field``, ``retina`` and the left view of
 ``stereo_motorcycle``, plus scikit-learn's two ``load_sample_images`` (``china``, ``flower``)
-when scikit-learn is installed (``pip install invdiff[photos]``). One photograph (``HOLDOUT``, default
-``chelsea``) is never used for training; the ``test`` split draws patches from it alone.
+when scikit-learn is installed (``pip install invdiff[photos]``). One photograph (``HOLDOUT``,
+default ``chelsea``) is never used for training; the ``test`` split draws patches from it alone.
 
 Each patch is taken from the photograph downscaled by a random factor in [1/4, 1] (so a 32-pixel
 patch sees structure, not just texture), at a random position, randomly flipped left-right. Patch k

@@ -68,9 +68,10 @@ def photos(
     holdout: str = typer.Option("chelsea", help="The photograph kept out of training."),
     force: bool = typer.Option(False, "--force", help="Overwrite an existing file."),
 ) -> None:
-    """Cut random RGB patches from the colour photographs bundled with scikit-image."""
+    """Cut random RGB patches from the colour photographs bundled with scikit-image (and
+    scikit-learn, when installed)."""
     from invdiff.io import write_datasets
-    from invdiff.photos import make_patches
+    from invdiff.photos import make_patches, photo_names
 
     if n < 1 or size < 8:
         raise InvdiffError("need --n >= 1 and --size >= 8")
@@ -86,3 +87,8 @@ def photos(
     }
     write_datasets(out, {"images": images, "labels": which}, attrs, force=force)
     typer.echo(f"wrote {n} {split} patches of {size}x{size} from {len(names)} photographs to {out}")
+    if not any(name.startswith("sklearn:") for name in photo_names()):
+        typer.echo(
+            "note: scikit-learn is not installed, so its two photographs were not used (the "
+            "shipped RGB model's data include them: pip install 'invdiff[photos]')"
+        )
