@@ -79,16 +79,21 @@ def accuracy_vs_t(clf, judge, n: int) -> list[dict]:
     return rows
 
 
+def classifier_op(registry, clf_path: str, label: int, scale: float):
+    """The ``classifier`` operator for the hypothesis "class ``label``" at guidance ``scale``."""
+    return registry["classifier"].create((1, 64, 64), label=label, scale=scale, classifier=clf_path)
+
+
 def conditional_samples(
-    model, clf_op, judge, n: int, steps: int, scales, snr: float
+    model, registry, clf_path: str, judge, n: int, steps: int, scales, snr: float
 ) -> tuple[list[dict], np.ndarray]:
     """Judge n samples per (class, scale) row; return the rows and the first 8 samples of each."""
     _, lo, hi = plausible_area(64)
     rows, tiles = [], []
     for label, scale in [(None, 0.0)] + [(c, s) for s in scales for c in (1, 0)]:
-        clf_op.scale = scale
-        weight = 0.0 if label is None else 1.0
-        m = Measurement(clf_op, torch.tensor([1 if label is None else label]), weight)
+        cls = 1 if label is None else label  # unconditional: weight 0, the label is irrelevant
+        op = classifier_op(registry, clf_path, cls, scale)
+        m = Measurement(op, torch.tensor([cls]), 0.0 if label is None else 1.0)
         t0 = time.perf_counter()
         with torch.no_grad():
             gens = generators_for(range(n), "cpu")
@@ -129,10 +134,7 @@ def ct_hypothesis(model, registry, clf_path, n: int, samples: int, scales) -> di
     for scale in [0.0, *scales]:  # 0: CT only
         ms = [Measurement(ct, y[idx])]
         if scale:
-            hyp = registry["classifier"].create(
-                (1, 64, 64), label=1, scale=scale, classifier=clf_path
-            )
-            ms.append(Measurement(hyp, torch.tensor([1])))
+            ms.append(Measurement(classifier_op(registry, clf_path, 1, scale), torch.tensor([1])))
         t0 = time.perf_counter()
         gens = generators_for(range(len(idx)), "cpu")  # the same seeds for every scale: paired
         x = solve(model, model.sde, ms, gens, strategy="diffpir").x
@@ -283,7 +285,6 @@ def main() -> None:
     clf, clf_cfg = load_classifier(args.classifier or None)
     judge, _ = load_classifier(args.judge)
     registry = build_registry(make_plugin_manager())
-    clf_op = registry["classifier"].create((1, 64, 64), classifier=args.classifier)
     report = {
         "command": "python benchmarks/bench_classifier.py " + " ".join(sys.argv[1:]),
         "args": vars(args),
@@ -298,7 +299,14 @@ def main() -> None:
         report["majority_rate"] = majority_rate(args.n_test)
     if "samples" not in args.skip:
         report["conditional_samples"], tiles = conditional_samples(
-            model, clf_op, judge, args.n_samples, args.steps, args.scales, args.snr
+            model,
+            registry,
+            args.classifier,
+            judge,
+            args.n_samples,
+            args.steps,
+            args.scales,
+            args.snr,
         )
         save_png(RESULTS / "classifier_samples.png", grid(tiles, ncols=8), scale=2)
         report["samples_figure"] = "classifier_samples.png"

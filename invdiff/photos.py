@@ -33,15 +33,20 @@ SCALES = (1.0, 0.5, 0.25)  # pyramid levels patches are drawn from (uniformly)
 
 
 def photo_names() -> list[str]:
-    """Return the names of every available photograph (scikit-learn's only if importable)."""
+    """Return the names of every available photograph (scikit-learn's only if installed)."""
     names = list(SKIMAGE_PHOTOS)
-    try:
+    if sklearn_available():
         from sklearn.datasets import load_sample_images
 
         names += [f"sklearn:{f.rsplit('/', 1)[-1]}" for f in load_sample_images().filenames]
-    except ImportError:
-        pass
     return names
+
+
+def sklearn_available() -> bool:
+    """Whether scikit-learn, and with it its two sample photographs, is installed."""
+    import importlib.util
+
+    return importlib.util.find_spec("sklearn") is not None
 
 
 def load_photo(name: str) -> np.ndarray:

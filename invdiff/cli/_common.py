@@ -59,3 +59,13 @@ def clip_option() -> Any:
         "--clip/--no-clip",
         help="Clip the prior's denoised estimate to the data range every step.",
     )
+
+
+def seeded_build(build: Any, config: dict, seed: int) -> Any:
+    """Return ``build(config)`` with torch's global RNG seeded by ``seed`` for the call only, so
+    that initial weights depend on ``--seed`` alone and the caller's RNG state is untouched."""
+    import torch
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return build(config)

@@ -71,7 +71,7 @@ def photos(
     """Cut random RGB patches from the colour photographs bundled with scikit-image (and
     scikit-learn, when installed)."""
     from invdiff.io import write_datasets
-    from invdiff.photos import make_patches, photo_names
+    from invdiff.photos import make_patches, sklearn_available
 
     if n < 1 or size < 8:
         raise InvdiffError("need --n >= 1 and --size >= 8")
@@ -87,7 +87,7 @@ def photos(
     }
     write_datasets(out, {"images": images, "labels": which}, attrs, force=force)
     typer.echo(f"wrote {n} {split} patches of {size}x{size} from {len(names)} photographs to {out}")
-    if not any(name.startswith("sklearn:") for name in photo_names()):
+    if not sklearn_available():
         typer.echo(
             "note: scikit-learn is not installed, so its two photographs were not used (the "
             "shipped RGB model's data include them: pip install 'invdiff[photos]')"

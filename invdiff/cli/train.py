@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from invdiff.cli._common import resolve_device, set_threads, user_errors
+from invdiff.cli._common import resolve_device, seeded_build, set_threads, user_errors
 from invdiff.errors import InvdiffError
 
 
@@ -84,9 +84,7 @@ def train(
         ckpt_every=ckpt_every,
         seed=seed,
     )
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)  # initial weights depend on --seed only
-        model = build_model(config)
+    model = seeded_build(build_model, config, seed)  # initial weights depend on --seed only
     run(
         images,
         model,

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from invdiff.cli._common import resolve_device, set_threads, user_errors
+from invdiff.cli._common import resolve_device, seeded_build, set_threads, user_errors
 from invdiff.errors import InvdiffError
 
 
@@ -40,7 +40,6 @@ def train_classifier(
 ) -> None:
     """Train p_t(y | x_t) on images diffused with the model's SDE (Song et al. 2021, Sec. 5)."""
     import numpy as np
-    import torch
 
     from invdiff.checkpoint import MODEL_FORMAT, default_model_path, file_sha256, load
     from invdiff.classifier import (
@@ -99,8 +98,6 @@ def train_classifier(
         seed=seed,
         paired=paired,
     )
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)  # initial weights depend on --seed only
-        clf = build_classifier(config)
+    clf = seeded_build(build_classifier, config, seed)  # initial weights depend on --seed only
     run(images, labels, clf, config, out, tc, device=resolve_device(device), resume=resume)
     typer.echo(f"wrote {out}")
