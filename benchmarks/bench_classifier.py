@@ -85,18 +85,29 @@ def classifier_op(registry, clf_path: str, label: int, scale: float):
 
 
 def conditional_samples(
-    model, registry, clf_path: str, judge, n: int, steps: int, scales, snr: float
+    model,
+    registry,
+    clf_path: str,
+    judge,
+    n: int,
+    steps: int,
+    scales,
+    snr: float,
+    seed: int = 0,
+    unconditional: bool = True,
 ) -> tuple[list[dict], np.ndarray]:
-    """Judge n samples per (class, scale) row; return the rows and the first 8 samples of each."""
+    """Judge n samples (seeds seed..seed+n-1) per (class, scale) row; return the rows and the
+    first 8 samples of each."""
     _, lo, hi = plausible_area(64)
     rows, tiles = [], []
-    for label, scale in [(None, 0.0)] + [(c, s) for s in scales for c in (1, 0)]:
+    plan = [(None, 0.0)] if unconditional else []
+    for label, scale in plan + [(c, s) for s in scales for c in (1, 0)]:
         cls = 1 if label is None else label  # unconditional: weight 0, the label is irrelevant
         op = classifier_op(registry, clf_path, cls, scale)
         m = Measurement(op, torch.tensor([cls]), 0.0 if label is None else 1.0)
         t0 = time.perf_counter()
         with torch.no_grad():
-            gens = generators_for(range(n), "cpu")
+            gens = generators_for(range(seed, seed + n), "cpu")
             res = solve(model, model.sde, [m], gens, steps=steps, snr=snr)
         x = res.x.clamp(0, 1)
         tiles.append(x[:8].numpy())
@@ -120,7 +131,7 @@ def conditional_samples(
     return rows, np.concatenate(tiles)
 
 
-def ct_hypothesis(model, registry, clf_path, n: int, samples: int, scales) -> dict:
+def ct_hypothesis(model, registry, clf_path, n: int, samples: int, scales, name: str) -> dict:
     """Reconstruct n lesion phantoms and their twins from 8 views, without and with the
     hypothesis "lesion present" at each guidance scale; the change inside and outside the lesion."""
     present, absent, masks = lesion_twins(n, 64, SPLIT_SEEDS["test"])
@@ -166,8 +177,8 @@ def ct_hypothesis(model, registry, clf_path, n: int, samples: int, scales) -> di
     scale_diff = float(diff[shown].max()) or 1.0
     cols = [truth, recon[0.0], recon[top], diff / scale_diff]
     tiles = np.concatenate([np.stack([c[r] for c in cols]) for r in shown])
-    save_png(RESULTS / "classifier_ct.png", grid(tiles, ncols=4), scale=2)
-    figure = {"file": "classifier_ct.png", "scale": top, "largest_change": scale_diff}
+    figure = {"file": f"{name}_ct.png", "scale": top, "largest_change": scale_diff}
+    save_png(RESULTS / figure["file"], grid(tiles, ncols=4), scale=2)
     return {"rows": rows, "figure": figure}
 
 
@@ -201,8 +212,9 @@ def markdown(report: dict) -> str:
         corrector = f"Langevin corrector snr {a['snr']:g}" if a["snr"] else "no corrector"
         lines += [
             "",
-            f"## Conditional samples ({a['n_samples']} per row, {a['steps']} reverse-diffusion "
-            f"steps, {corrector}), judged by the clean classifier",
+            f"## Conditional samples ({a['n_samples']} per row, sampling seeds "
+            f"{a.get('seed', 0)}-{a.get('seed', 0) + a['n_samples'] - 1}, {a['steps']} "
+            f"reverse-diffusion steps, {corrector}), judged by the clean classifier",
             "",
             "Plausible size: tissue area inside the 1st-99th percentile of real phantoms "
             "(benchmarks/bench_samples.py), a crude check that guidance has not broken the body.",
@@ -269,14 +281,18 @@ def main() -> None:
     ap.add_argument("--n-test", type=int, default=512)
     ap.add_argument("--n-samples", type=int, default=32)
     ap.add_argument("--steps", type=int, default=100)
-    ap.add_argument("--scales", type=float, nargs="+", default=[1.0])
+    ap.add_argument("--scales", type=float, nargs="*", default=[1.0])
+    ap.add_argument("--seed", type=int, default=0, help="first sampling seed")
     ap.add_argument("--snr", type=float, default=0.0, help="Langevin corrector snr (0: none)")
     ap.add_argument("--ct-images", type=int, default=4)
     ap.add_argument("--ct-samples", type=int, default=2)
     ap.add_argument("--ct-scales", type=float, nargs="+", default=[1.0])
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--no-clip", dest="clip", action="store_false", help="raw prior")
-    ap.add_argument("--skip", nargs="*", default=[], choices=["accuracy", "samples", "ct"])
+    ap.add_argument(
+        "--skip", nargs="*", default=[], choices=["accuracy", "samples", "unconditional", "ct"]
+    )
+    ap.add_argument("--name", default="classifier", help="results/NAME.{json,md,png}")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     model_path = args.model or default_model_path()
@@ -307,15 +323,23 @@ def main() -> None:
             args.steps,
             args.scales,
             args.snr,
+            args.seed,
+            "unconditional" not in args.skip,
         )
-        save_png(RESULTS / "classifier_samples.png", grid(tiles, ncols=8), scale=2)
-        report["samples_figure"] = "classifier_samples.png"
+        report["samples_figure"] = f"{args.name}_samples.png"
+        save_png(RESULTS / report["samples_figure"], grid(tiles, ncols=8), scale=2)
     if "ct" not in args.skip:
         report["ct_hypothesis"] = ct_hypothesis(
-            model, registry, args.classifier, args.ct_images, args.ct_samples, args.ct_scales
+            model,
+            registry,
+            args.classifier,
+            args.ct_images,
+            args.ct_samples,
+            args.ct_scales,
+            args.name,
         )
     report["wall_s"] = round(time.perf_counter() - t0, 1)
-    write_results("classifier", report, markdown(report))
+    write_results(args.name, report, markdown(report))
 
 
 if __name__ == "__main__":
