@@ -95,13 +95,14 @@ def conditional_samples(
     snr: float,
     seed: int = 0,
     unconditional: bool = True,
+    labels=(1, 0),
 ) -> tuple[list[dict], np.ndarray]:
     """Judge n samples (seeds seed..seed+n-1) per (class, scale) row; return the rows and the
     first 8 samples of each."""
     _, lo, hi = plausible_area(64)
     rows, tiles = [], []
     plan = [(None, 0.0)] if unconditional else []
-    for label, scale in plan + [(c, s) for s in scales for c in (1, 0)]:
+    for label, scale in plan + [(c, s) for s in scales for c in labels]:
         cls = 1 if label is None else label  # unconditional: weight 0, the label is irrelevant
         op = classifier_op(registry, clf_path, cls, scale)
         m = Measurement(op, torch.tensor([cls]), 0.0 if label is None else 1.0)
@@ -282,6 +283,7 @@ def main() -> None:
     ap.add_argument("--n-samples", type=int, default=32)
     ap.add_argument("--steps", type=int, default=100)
     ap.add_argument("--scales", type=float, nargs="*", default=[1.0])
+    ap.add_argument("--labels", type=int, nargs="+", default=[1, 0], help="requested classes")
     ap.add_argument("--seed", type=int, default=0, help="first sampling seed")
     ap.add_argument("--snr", type=float, default=0.0, help="Langevin corrector snr (0: none)")
     ap.add_argument("--ct-images", type=int, default=4)
@@ -325,6 +327,7 @@ def main() -> None:
             args.snr,
             args.seed,
             "unconditional" not in args.skip,
+            args.labels,
         )
         report["samples_figure"] = f"{args.name}_samples.png"
         save_png(RESULTS / report["samples_figure"], grid(tiles, ncols=8), scale=2)
