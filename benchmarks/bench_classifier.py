@@ -26,6 +26,18 @@ clean images of an independent seed (3), with another initialisation seed:
    ``ct_sparse`` (8 views); reconstructions with and without the hypothesis "lesion present"
    (classifier operator, label 1); mean |difference| inside the true lesion region and outside,
    and PSNR against the truth.
+
+The >= 90 % check of issue 6 at one common setting: the scale was chosen on seeds 0-31 (``--name
+search_sS``, scales 10-100), then checked on fresh seeds 1000-1095, one class per process and the
+unconditional row, merged into one report (results/classifier_heldout.md):
+
+    python benchmarks/bench_classifier.py --steps 500 --n-samples 96 --seed 1000 --scales 70 \
+        --labels 1 --skip accuracy unconditional ct --name heldout_s70_label1 --threads 1
+    (the same with --labels 0 --name heldout_s70_label0, in parallel)
+    python benchmarks/bench_classifier.py --steps 500 --n-samples 96 --seed 1000 --scales \
+        --skip accuracy ct --name heldout_unconditional --threads 2
+    python benchmarks/bench_classifier.py --merge heldout_unconditional heldout_s70_label1 \
+        heldout_s70_label0 --name classifier_heldout --note "..."
 """
 
 from __future__ import annotations
@@ -188,6 +200,7 @@ def markdown(report: dict) -> str:
     lines = [
         "# Classifier guidance on the phantom model (issue 6)",
         "",
+        *([f"> {report['note']}", ""] if report.get("note") else []),
         f"Command: `{report['command']}`; CPU, {a['threads']} thread(s), shared machine; "
         f"model sha256 {report['model_sha256'][:12]}, classifier "
         f"{a['classifier'] or 'invdiff/models/lesion_classifier.pt (shipped)'}, judge "
@@ -270,6 +283,35 @@ def markdown(report: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def merge(names: list[str], out: str, note: str) -> None:
+    """Combine the sample rows of several runs (same model, seeds, steps and corrector, e.g. one
+    class per process) into results/OUT.{json,md} with their figures stacked; nothing is
+    recomputed."""
+    import json
+
+    import imageio.v3 as iio
+
+    reports = [json.loads((RESULTS / f"{n}.json").read_text()) for n in names]
+    keys = ("n_samples", "seed", "steps", "snr", "clip", "classifier", "judge")
+    first = reports[0]
+    for r in reports[1:]:
+        same = all(r["args"].get(k) == first["args"].get(k) for k in keys)
+        if not same or r["model_sha256"] != first["model_sha256"]:
+            raise SystemExit(f"merge: runs differ in one of {keys} or the model; not merged")
+    merged = dict(first)
+    merged["merged_from"] = [f"{n}.json" for n in names]
+    again = f"python benchmarks/bench_classifier.py --merge {' '.join(names)} --name {out}"
+    merged["command"] = "; ".join(r["command"] for r in reports) + f"; merged by {again}"
+    merged["note"] = note
+    threads = sorted({r["args"]["threads"] for r in reports})
+    merged["args"] = dict(first["args"], threads=" or ".join(map(str, threads)))
+    merged["conditional_samples"] = [row for r in reports for row in r["conditional_samples"]]
+    merged["samples_figure"] = f"{out}_samples.png"
+    rows = [iio.imread(RESULTS / r["samples_figure"]) for r in reports]
+    save_png(RESULTS / merged["samples_figure"], np.concatenate(rows) / 255.0)
+    write_results(out, merged, markdown(merged))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--classifier", default="")
@@ -295,7 +337,14 @@ def main() -> None:
         "--skip", nargs="*", default=[], choices=["accuracy", "samples", "unconditional", "ct"]
     )
     ap.add_argument("--name", default="classifier", help="results/NAME.{json,md,png}")
+    ap.add_argument("--note", default="", help="a sentence shown under the report's title")
+    ap.add_argument(
+        "--merge", nargs="+", default=[], help="results names of sample runs to combine as --name"
+    )
     args = ap.parse_args()
+    if args.merge:
+        merge(args.merge, args.name, args.note)
+        return
     torch.set_num_threads(args.threads)
     model_path = args.model or default_model_path()
     model, model_cfg = load_model(model_path)
@@ -310,6 +359,7 @@ def main() -> None:
         "model": str(model_path),
         "model_sha256": file_sha256(model_path),
         "classifier_trained_for_model_sha256": clf_cfg["model"]["sha256"],
+        "note": args.note,
     }
     t0 = time.perf_counter()
     if "accuracy" not in args.skip:
