@@ -227,7 +227,7 @@ def markdown(report: dict) -> str:
         lines += [
             "",
             f"## Conditional samples ({a['n_samples']} per row, sampling seeds "
-            f"{a.get('seed', 0)}-{a.get('seed', 0) + a['n_samples'] - 1}, {a['steps']} "
+            f"{a['seed']}-{a['seed'] + a['n_samples'] - 1}, {a['steps']} "
             f"reverse-diffusion steps, {corrector}), judged by the clean classifier",
             "",
             "Plausible size: tissue area inside the 1st-99th percentile of real phantoms "

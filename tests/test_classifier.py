@@ -197,7 +197,8 @@ def test_class_conditional_sample_cli(tmp_path, tiny_classifier, tiny_model):
                 assert f.attrs["label"] == 1 and len(f.attrs["classifier_sha256"]) == 64
     np.testing.assert_array_equal(samples["scale0"], samples["plain"])
     assert np.abs(samples["scale50"] - samples["plain"]).max() > 1e-4
-    bad = runner.invoke(app, [*base, *clf[2:], "--label", "7", "--out", str(tmp_path / "x.h5")])
+    bad_label = ["--classifier", tiny_classifier, "--label", "7", "--out", str(tmp_path / "x.h5")]
+    bad = runner.invoke(app, [*base, *bad_label])
     assert_user_error(bad, "--label 7 is not a class")
     assert not (tmp_path / "x.h5").exists()
 

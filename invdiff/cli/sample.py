@@ -82,9 +82,9 @@ def sample(
     score_model, config = load_model(model_path, dev)
     prior = data_range_prior(score_model, config, clip)
     shape = (config["image"]["channels"], config["image"]["size"], config["image"]["size"])
-    attrs = {}
+    guidance = {}  # what records a class-conditional run in the output's attributes
     if label is not None:
-        prior, attrs = class_guided(prior, score_model.sde, shape, label, scale, classifier, dev)
+        prior, guidance = class_guided(prior, score_model.sde, shape, label, scale, classifier, dev)
     like = torch.empty(0, device=dev)
     total = steps if sampler != "ode-rk45" else None
 
@@ -120,7 +120,7 @@ def sample(
             nfe += res.nfe
     wall = time.perf_counter() - t0
     x = np.concatenate(chunks)
-    attrs |= {
+    attrs = guidance | {
         "model": str(model_path),
         "model_sha256": file_sha256(model_path),
         "sampler": sampler,
