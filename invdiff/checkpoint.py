@@ -31,6 +31,28 @@ def default_model_path() -> Path:
     return Path(str(resources.files("invdiff") / "models" / DEFAULT_MODEL))
 
 
+def shipped_models() -> list[str]:
+    """Return the names of the score models shipped inside the package (file stems)."""
+    folder = Path(str(resources.files("invdiff") / "models"))
+    return sorted(p.stem for p in folder.glob("*.pt") if p.stem != "lesion_classifier")
+
+
+def resolve_model(name_or_path: str | Path | None) -> Path:
+    """Return the checkpoint path of a shipped model's name, or the path given; None: default."""
+    if name_or_path is None:
+        return default_model_path()
+    text = str(name_or_path)
+    if text in shipped_models():
+        return Path(str(resources.files("invdiff") / "models" / f"{text}.pt"))
+    path = Path(text)
+    if not path.is_file():
+        raise InvdiffError(
+            f"--model {text} not found: no such file and no shipped model of that name; "
+            f"shipped: {', '.join(shipped_models())}"
+        )
+    return path
+
+
 def save(path: str | Path, payload: dict[str, Any]) -> None:
     """Write ``payload`` with torch.save, atomically."""
     with atomic_path(path) as tmp:
@@ -71,7 +93,12 @@ def model_payload(config: dict[str, Any], state_dict: dict[str, torch.Tensor]) -
 def build_model(config: dict[str, Any]) -> ScoreModel:
     """Build an untrained ScoreModel from a checkpoint config."""
     net = build_unet(UNetConfig.from_dict(config["net"]), config["image"]["size"])
-    return ScoreModel(net, sde_from_config(config["sde"]), config.get("sigma_data", 0.5))
+    return ScoreModel(
+        net,
+        sde_from_config(config["sde"]),
+        config.get("sigma_data", 0.5),
+        config.get("precond", "eps"),
+    )
 
 
 def load_model(

@@ -28,6 +28,8 @@ class UNetConfig:
     mid_attention: bool = True
     dropout: float = 0.0
     emb_dim: int = 0  # 0: 4 * base
+    norm: bool = True  # GroupNorm in every block; False: none (statistics then do not depend on
+    # the image size, so a network trained on crops behaves the same on whole images)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -50,6 +52,10 @@ def _groups(c: int) -> int:
     return math.gcd(c, 8)
 
 
+def _norm(c: int, on: bool) -> nn.Module:
+    return nn.GroupNorm(_groups(c), c) if on else nn.Identity()
+
+
 def timestep_embedding(c_noise: Tensor, dim: int) -> Tensor:
     """Embed a scalar noise condition per sample with sines and cosines (Vaswani et al. 2017)."""
     half = dim // 2
@@ -61,12 +67,12 @@ def timestep_embedding(c_noise: Tensor, dim: int) -> Tensor:
 class ResBlock(nn.Module):
     """GroupNorm-SiLU-conv twice, with the embedding added in between and a 1x1 skip."""
 
-    def __init__(self, cin: int, cout: int, emb: int, dropout: float) -> None:
+    def __init__(self, cin: int, cout: int, emb: int, dropout: float, norm: bool = True) -> None:
         super().__init__()
-        self.norm1 = nn.GroupNorm(_groups(cin), cin)
+        self.norm1 = _norm(cin, norm)
         self.conv1 = nn.Conv2d(cin, cout, 3, padding=1)
         self.emb = nn.Linear(emb, cout)
-        self.norm2 = nn.GroupNorm(_groups(cout), cout)
+        self.norm2 = _norm(cout, norm)
         self.drop = nn.Dropout(dropout)
         self.conv2 = nn.Conv2d(cout, cout, 3, padding=1)
         nn.init.zeros_(self.conv2.weight)
@@ -114,26 +120,26 @@ class UNet(nn.Module):
         for level, cout in enumerate(chans):
             blocks = nn.ModuleList()
             for _ in range(cfg.num_res_blocks):
-                blocks.append(ResBlock(c, cout, emb, cfg.dropout))
+                blocks.append(ResBlock(c, cout, emb, cfg.dropout, cfg.norm))
                 c = cout
                 skips.append(c)
             down = nn.Conv2d(c, c, 3, stride=2, padding=1) if level < len(chans) - 1 else None
             if down is not None:
                 skips.append(c)
             self.down.append(nn.ModuleDict({"blocks": blocks, "down": down or nn.Identity()}))
-        self.mid1 = ResBlock(c, c, emb, cfg.dropout)
+        self.mid1 = ResBlock(c, c, emb, cfg.dropout, cfg.norm)
         self.mid_attn = Attention(c) if cfg.mid_attention else nn.Identity()
-        self.mid2 = ResBlock(c, c, emb, cfg.dropout)
+        self.mid2 = ResBlock(c, c, emb, cfg.dropout, cfg.norm)
         self.up = nn.ModuleList()
         for level, cout in reversed(list(enumerate(chans))):
             blocks = nn.ModuleList()
             for _ in range(cfg.num_res_blocks + 1):
-                blocks.append(ResBlock(c + skips.pop(), cout, emb, cfg.dropout))
+                blocks.append(ResBlock(c + skips.pop(), cout, emb, cfg.dropout, cfg.norm))
                 c = cout
             up = nn.Conv2d(c, c, 3, padding=1) if level > 0 else None
             self.up.append(nn.ModuleDict({"blocks": blocks, "up": up or nn.Identity()}))
         self.attn = nn.ModuleDict()  # keyed "down{level}" / "up{level}" where used
-        self.out_norm = nn.GroupNorm(_groups(c), c)
+        self.out_norm = _norm(c, cfg.norm)
         self.out = nn.Conv2d(c, cfg.channels, 3, padding=1)
         nn.init.zeros_(self.out.weight)
         nn.init.zeros_(self.out.bias)

@@ -60,34 +60,87 @@ def data_range_prior(model: ScoreModel, config: dict, clip: bool = True) -> Scor
     return ClippedScore(model, model.sde, lo, hi)
 
 
-class ScoreModel(nn.Module):
-    """Wrap a noise-predicting network into a score for its SDE.
+PRECONDITIONINGS = ("eps", "edm")
 
-    The single place where network output becomes a score: with x_t = alpha_t x_0 + sigma_t z the
-    network sees x_t scaled to unit variance, c_in x_t with c_in = 1 / sqrt(alpha_t^2 s_d^2 +
-    sigma_t^2) (Karras et al. 2022, Table 1), and the log noise-to-signal ratio, and predicts z;
-    then score = -z_hat / sigma_t. Training with ||z_hat - z||^2 is denoising score matching
-    with the sigma^2 weighting (Song et al. 2021, eq. 7 with lambda(t) = sigma_t^2).
+
+class ScoreModel(nn.Module):
+    """Wrap a network into a score for its SDE: the one place where network output becomes a score.
+
+    With x_t = alpha_t x_0 + sigma_t z, write x~ = x_t / alpha_t, which carries noise
+    s = sigma_t / alpha_t, and let the network see c_in x~ with c_in = 1 / sqrt(s_d^2 + s^2) and
+    c_noise = log(s) / 4 (Karras et al. 2022, Table 1; s_d = ``sigma_data``). Two outputs:
+
+    - ``precond="eps"``: the network predicts z, so D = x~ - s z_hat and score = -z_hat / sigma_t;
+      training with ||z_hat - z||^2 is denoising score matching with the sigma^2 weighting (Song et
+      al. 2021, eq. 7 with lambda(t) = sigma_t^2).
+    - ``precond="edm"``: D = c_skip x~ + c_out F with c_skip = s_d^2 / (s^2 + s_d^2) and c_out =
+      s s_d / sqrt(s^2 + s_d^2) (Karras et al. 2022, eq. 7 and Table 1); the training target of F
+      is (x_0 - c_skip x~) / c_out, i.e. the loss lambda(s) ||D - x_0||^2 with lambda = 1 / c_out^2
+      (their eq. 8). The network's error no longer grows with s at high noise.
+
+    In both cases score = (alpha_t D - x_t) / sigma_t^2 (Tweedie). Images whose sides are not
+    multiples of the network's downsampling factor are reflect-padded and cropped back.
     """
 
-    def __init__(self, net: UNet, sde: SDE, sigma_data: float = 0.5) -> None:
+    def __init__(self, net: UNet, sde: SDE, sigma_data: float = 0.5, precond: str = "eps") -> None:
         super().__init__()
+        if precond not in PRECONDITIONINGS:
+            raise ValueError(f"unknown preconditioning {precond!r}; use one of {PRECONDITIONINGS}")
         self.net, self.sde, self.sigma_data = net, sde, float(sigma_data)
+        self.precond = precond
+
+    def _scales(self, t: Tensor) -> tuple[Tensor, Tensor]:
+        alpha, sigma = self.sde.coefficients(t)
+        return alpha, sigma / alpha
+
+    def _net(self, x: Tensor, c_noise: Tensor) -> Tensor:
+        """Run the network, reflect-padding H and W up to a multiple of its downsampling."""
+        k = self.net.config.downsampling
+        h, w = x.shape[-2:]
+        ph, pw = -h % k, -w % k
+        if ph or pw:
+            x = nn.functional.pad(x, (0, pw, 0, ph), mode="reflect")
+        return self.net(x, c_noise)[..., :h, :w]
+
+    def forward(self, x: Tensor, t: Tensor) -> Tensor:
+        """Return the raw network output (z_hat or F), what training compares with
+        :meth:`target`; DistributedDataParallel wraps this."""
+        alpha, s = self._scales(t)
+        c_in = torch.rsqrt(self.sigma_data**2 + s**2)
+        return self._net(x / bc(alpha, x) * bc(c_in, x), 0.25 * torch.log(s))
+
+    def target(self, x0: Tensor, z: Tensor, t: Tensor) -> Tensor:
+        """Return what :meth:`forward` should output for x_t = alpha_t x_0 + sigma_t z."""
+        if self.precond == "eps":
+            return z
+        _, s = self._scales(t)
+        c_skip, c_out = self._skip_out(s)
+        xs = x0 + bc(s, x0) * z  # x~ = x_t / alpha_t
+        return (x0 - bc(c_skip, x0) * xs) / bc(c_out, x0)
+
+    def _skip_out(self, s: Tensor) -> tuple[Tensor, Tensor]:
+        d2 = self.sigma_data**2
+        return d2 / (s**2 + d2), s * self.sigma_data * torch.rsqrt(s**2 + d2)
+
+    def denoise(self, x: Tensor, t: Tensor) -> Tensor:
+        """Return D(x_t) = E[x_0 | x_t] as the network estimates it."""
+        alpha, s = self._scales(t)
+        out, xs = self(x, t), x / bc(alpha, x)
+        if self.precond == "eps":
+            return xs - bc(s, x) * out
+        c_skip, c_out = self._skip_out(s)
+        return bc(c_skip, x) * xs + bc(c_out, x) * out
 
     def eps(self, x: Tensor, t: Tensor) -> Tensor:
         """Return the predicted normalised noise z_hat(x_t, t)."""
-        alpha, sigma = self.sde.coefficients(t)
-        c_in = torch.rsqrt(alpha**2 * self.sigma_data**2 + sigma**2)
-        c_noise = 0.25 * torch.log(sigma / alpha)
-        return self.net(x * bc(c_in, x), c_noise)
+        if self.precond == "eps":
+            return self(x, t)
+        alpha, s = self._scales(t)
+        return (x / bc(alpha, x) - self.denoise(x, t)) / bc(s, x)
 
     def score(self, x: Tensor, t: Tensor) -> Tensor:
         _, sigma = self.sde.coefficients(t)
         return -self.eps(x, t) / bc(sigma, x)
-
-    def forward(self, x: Tensor, t: Tensor) -> Tensor:
-        """Return z_hat: the training target, so DistributedDataParallel can wrap the model."""
-        return self.eps(x, t)
 
 
 class GaussianScore:

@@ -64,6 +64,22 @@ class SDE(ABC):
         alpha, sigma = self.coefficients(t)
         return bc(alpha, x0) * x0, sigma
 
+    def time_of_ratio(self, ratio: Tensor, iters: int = 60) -> Tensor:
+        """Return t in [t_min, 1] with sigma_t / alpha_t = ratio, clamped at the ends.
+
+        The noise-to-signal ratio increases with t for every SDE here, so bisection finds it;
+        used to draw training times from a distribution over noise levels (Karras et al. 2022).
+        """
+        lo = torch.full_like(ratio, self.t_min, dtype=torch.float64)
+        hi = torch.ones_like(lo)
+        target = ratio.double()
+        for _ in range(iters):
+            mid = 0.5 * (lo + hi)
+            alpha, sigma = self.coefficients(mid)
+            above = sigma / alpha > target
+            hi, lo = torch.where(above, mid, hi), torch.where(above, lo, mid)
+        return (0.5 * (lo + hi)).to(ratio.dtype)
+
     def transition(self, s: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
         """Return (a, v): x_t = a x_s + sqrt(v) z exactly, for s <= t."""
         alpha_s, sigma_s = self.coefficients(s)

@@ -25,6 +25,7 @@ from torch import Tensor
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from invdiff import checkpoint as ckpt
+from invdiff.augment import CropConfig, random_crops
 from invdiff.errors import InvdiffError
 from invdiff.score import ScoreModel
 from invdiff.sde import SDE, bc
@@ -42,6 +43,11 @@ class TrainConfig:
     ema_decay: float = 0.999
     ckpt_every: int = 500
     seed: int = 0
+    # Training noise levels: "uniform" draws t ~ U(t_min, 1); "lognormal" draws the noise-to-signal
+    # ratio s with log s ~ N(p_mean, p_std^2) (Karras et al. 2022, Sec. 5) and maps it to t.
+    noise_dist: str = "uniform"
+    p_mean: float = -1.2
+    p_std: float = 1.2
 
 
 def state_path(out: str | Path) -> Path:
@@ -57,26 +63,45 @@ def step_generator(seed: int, step: int) -> torch.Generator:
 
 
 def dsm_loss(
-    eps_fn: Callable[[Tensor, Tensor], Tensor], sde: SDE, x0: Tensor, t: Tensor, z: Tensor
+    out_fn: Callable[[Tensor, Tensor], Tensor],
+    model: ScoreModel,
+    x0: Tensor,
+    t: Tensor,
+    z: Tensor,
 ) -> Tensor:
-    """Return the sigma^2-weighted denoising score-matching loss of a batch.
+    """Return the denoising score-matching loss of a batch in the model's output space.
 
-    ``eps_fn`` is a ScoreModel or its DistributedDataParallel wrapper (forward = z_hat).
+    ``out_fn`` is ``model`` or its DistributedDataParallel wrapper; the weighting over noise
+    levels is the one of the model's preconditioning (see :class:`ScoreModel`).
     """
-    alpha, sigma = sde.coefficients(t)
+    alpha, sigma = model.sde.coefficients(t)
     xt = bc(alpha, x0) * x0 + bc(sigma, x0) * z
-    return (eps_fn(xt, t) - z).pow(2).mean()
+    return (out_fn(xt, t) - model.target(x0, z, t)).pow(2).mean()
 
 
 def draw_batch(
-    images: Tensor, t_min: float, batch: int, seed: int, step: int
+    images: Tensor,
+    sde: SDE,
+    batch: int,
+    seed: int,
+    step: int,
+    tc: TrainConfig | None = None,
+    crop: CropConfig | None = None,
 ) -> tuple[Tensor, Tensor, Tensor]:
-    """Draw (x_0, t, z) of one step from its own generator; the same on every rank."""
+    """Draw (x_0, t, z) of one step from its own generator; the same on every rank.
+
+    With ``crop``, x_0 are random crops (:func:`invdiff.augment.random_crops`), else whole images.
+    """
     g = step_generator(seed, step)
     idx = torch.randint(len(images), (batch,), generator=g)
-    t = t_min + (1 - t_min) * torch.rand(batch, generator=g, dtype=torch.float64)
-    z = torch.randn((batch, *images.shape[1:]), generator=g)
-    return images[idx], t.float(), z
+    x0 = images[idx] if crop is None else random_crops(images, idx, crop, g)
+    if tc is not None and tc.noise_dist == "lognormal":
+        ratio = torch.exp(tc.p_mean + tc.p_std * torch.randn(batch, generator=g))
+        t = sde.time_of_ratio(ratio).double()
+    else:
+        t = sde.t_min + (1 - sde.t_min) * torch.rand(batch, generator=g, dtype=torch.float64)
+    z = torch.randn(x0.shape, generator=g)
+    return x0, t.float(), z
 
 
 def _dist() -> tuple[int, int]:
@@ -127,6 +152,7 @@ def train(
     device: str = "cpu",
     progress: bool = True,
     weights: str = "ema",
+    crop: CropConfig | None = None,
 ) -> ScoreModel:
     """Train ``model`` on ``images`` (N, C, H, W in [0, 1]); write ``out`` and ``out.train``.
 
@@ -187,9 +213,9 @@ def train(
         task = bar.add_task("train", total=tc.steps, completed=start, loss=float("nan"), rate=0.0)
         ema_loss, tick = None, time.perf_counter()
         for step in range(start, tc.steps):
-            x0, t, z = draw_batch(data, model.sde.t_min, tc.batch_size, tc.seed, step)
+            x0, t, z = draw_batch(data, model.sde, tc.batch_size, tc.seed, step, tc, crop)
             x0, t, z = x0[shard].to(device), t[shard].to(device), z[shard].to(device)
-            loss = dsm_loss(net, model.sde, x0, t, z)
+            loss = dsm_loss(net, model, x0, t, z)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)

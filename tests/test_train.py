@@ -39,16 +39,20 @@ def mixture_score(sde, x, t):
 
 
 class ToyEps(nn.Module):
-    """An MLP predicting the noise z from (x_t, t)."""
+    """An MLP predicting the noise z from (x_t, t) (the 'eps' preconditioning's target)."""
 
-    def __init__(self):
+    def __init__(self, sde=None):
         super().__init__()
+        self.sde = sde
         self.net = nn.Sequential(
             nn.Linear(3, 64), nn.SiLU(), nn.Linear(64, 64), nn.SiLU(), nn.Linear(64, 2)
         )
 
     def forward(self, x, t):
         return self.net(torch.cat([x, t[:, None]], 1))
+
+    def target(self, x0, z, t):
+        return z
 
 
 def score_error(model, sde, gen):
@@ -66,7 +70,8 @@ def score_error(model, sde, gen):
 
 def test_dsm_learns_the_score_of_a_mixture():
     torch.manual_seed(0)  # initial weights only
-    sde, model, gen = VPSDE(), ToyEps(), torch.Generator().manual_seed(0)
+    sde = VPSDE()
+    model, gen = ToyEps(sde), torch.Generator().manual_seed(0)
     opt = torch.optim.Adam(model.parameters(), lr=3e-3)
     before = score_error(model, sde, torch.Generator().manual_seed(1))
     losses = []
@@ -74,7 +79,7 @@ def test_dsm_learns_the_score_of_a_mixture():
         k = torch.randint(2, (256,), generator=gen)
         x0 = MEANS[k] + STD * torch.randn(256, 2, generator=gen)
         t = sde.t_min + (1 - sde.t_min) * torch.rand(256, generator=gen)
-        loss = dsm_loss(model, sde, x0, t, torch.randn(256, 2, generator=gen))
+        loss = dsm_loss(model, model, x0, t, torch.randn(256, 2, generator=gen))
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -121,6 +126,37 @@ def test_resume_reaches_the_same_weights(tiny_data, tmp_path):
     assert cfg["training"]["steps_done"] == 6
 
 
+def test_resume_is_exact_for_crop_training_with_edm_and_lognormal_noise(tiny_data, tmp_path):
+    """The any-size recipe (crops, zoom, augmentation, EDM output, log-normal sigma) resumes to
+    the same weights as an uninterrupted run."""
+    from typer.testing import CliRunner
+
+    runner = CliRunner()
+    recipe = [
+        "--crop",
+        "8",
+        "--precond",
+        "edm",
+        "--noise-dist",
+        "lognormal",
+        "--no-norm",
+        "--no-mid-attention",
+        "--sigma-min",
+        "0.002",
+        "--sigma-max",
+        "80",
+    ]
+    _train(runner, tiny_data, tmp_path / "full.pt", 5, *recipe)
+    _train(runner, tiny_data, tmp_path / "part.pt", 2, *recipe)
+    _train(runner, tiny_data, tmp_path / "part.pt", 5, "--resume", *recipe)
+    _assert_same(_weights(tmp_path / "full.pt"), _weights(tmp_path / "part.pt"))
+    model, cfg = ckpt.load_model(tmp_path / "full.pt")
+    assert cfg["image"]["any_size"] and cfg["crop"]["size"] == 8 and cfg["precond"] == "edm"
+    x = torch.rand(2, 1, 21, 30)  # any size, odd sides included
+    with torch.no_grad():
+        assert model.score(x, torch.tensor([0.3, 0.6])).shape == x.shape
+
+
 def test_sigkill_leaves_a_valid_checkpoint_and_resume_is_exact(tiny_data, tmp_path):
     from typer.testing import CliRunner
 
@@ -155,7 +191,7 @@ def test_checkpoint_round_trip(tiny_model):
     x, t = torch.rand(2, 1, 16, 16), torch.tensor([0.3, 0.8])
     with torch.no_grad():
         torch.testing.assert_close(again.eval().score(x, t), model.score(x, t))
-    assert config["image"] == {"channels": 1, "size": 16, "range": [0.0, 1.0]}
+    assert config["image"] == {"channels": 1, "size": 16, "range": [0.0, 1.0], "any_size": False}
     assert config["sde"]["name"] == "ve" and config["data"]["n"] == 32
     assert config["training"]["steps_done"] == 4
 

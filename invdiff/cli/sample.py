@@ -18,7 +18,9 @@ def sample(
     n: int = typer.Option(16, "--n", help="Number of samples."),
     out: Path = typer.Option(Path("samples.h5"), "--out", help="HDF5 file for /samples."),
     png: Path | None = typer.Option(None, "--png", help="Also write a PNG grid here."),
-    model: Path | None = typer.Option(None, "--model", help="Checkpoint; default: shipped model."),
+    model: str | None = typer.Option(
+        None, "--model", help="Shipped model name (e.g. phantom64) or checkpoint path."
+    ),
     sampler: str = typer.Option("pc", help="pc, ode-heun or ode-rk45."),
     predictor: str = typer.Option(
         "reverse_diffusion", help="euler_maruyama, reverse_diffusion, ancestral or none (pc only)."
@@ -54,7 +56,7 @@ def sample(
     import torch
 
     from invdiff import __version__, samplers
-    from invdiff.checkpoint import default_model_path, file_sha256, load_model
+    from invdiff.checkpoint import file_sha256, load_model, resolve_model
     from invdiff.images import grid, save_png
     from invdiff.io import write_datasets
     from invdiff.score import data_range_prior
@@ -78,7 +80,7 @@ def sample(
             )
     set_threads(threads)
     dev = resolve_device(device)
-    model_path = model or default_model_path()
+    model_path = resolve_model(model)
     score_model, config = load_model(model_path, dev)
     prior = data_range_prior(score_model, config, clip)
     shape = (config["image"]["channels"], config["image"]["size"], config["image"]["size"])

@@ -101,7 +101,9 @@ def solve(
     png: Path | None = typer.Option(
         None, "--png", help="Preview: baseline, mean, std (one input)."
     ),
-    model: Path | None = typer.Option(None, "--model", help="Checkpoint; default: shipped model."),
+    model: str | None = typer.Option(
+        None, "--model", help="Shipped model name (e.g. phantom64) or checkpoint path."
+    ),
     strategy: str = typer.Option(
         DEFAULT_STRATEGY,
         "--strategy",
@@ -125,6 +127,9 @@ def solve(
     force: bool = typer.Option(False, "--force", help="Overwrite existing outputs."),
     progress: bool = typer.Option(True, help="Show a progress bar."),
     clip: bool = clip_option(),
+    image_size: int | None = typer.Option(
+        None, "--image-size", help="Image side when the input does not show it (any-size models)."
+    ),
 ) -> None:
     """Reconstruct images from measurements with the diffusion prior (Bayes' rule for scores).
 
@@ -164,14 +169,15 @@ def solve(
     dev = resolve_device(device)
     if world > 1 and dev.startswith("cuda"):
         dev = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
-    from invdiff.checkpoint import default_model_path, load_model
+    from invdiff.checkpoint import load_model, resolve_model
 
-    model_path = model or default_model_path()
+    model_path = resolve_model(model)
     score_model, config = load_model(model_path, dev)
     for k, (src, dst) in enumerate(zip(inputs, outputs, strict=True)):
         if k % world != rank:
             continue  # torchrun: inputs are split round-robin over processes
         job = SolveJob(registry, specs, score_model, config, model_path, dev, clip)
+        job.image_size = image_size
         job.run(
             src, dst, png, strategy, options, samples, simulate, noise, seed, batch_size, progress
         )
@@ -211,6 +217,29 @@ class SolveJob:
         self.clip, self.prior = clip, data_range_prior(model, config, clip)
         image = config["image"]
         self.shape = (image["channels"], image["size"], image["size"])
+        self.image_size: int | None = None  # --image-size, for any-size models
+
+    def image_shape(self, data, simulate: bool) -> tuple[int, int, int]:
+        """Return (C, H, W) of the images to reconstruct from ``data``.
+
+        A fixed-size model reconstructs its own size. A model trained on crops (image.any_size)
+        takes the size from /image (--simulate), /ground_truth or /mask, else --image-size.
+        """
+        image = self.config["image"]
+        if not image.get("any_size"):
+            return self.shape
+        c = image["channels"]
+        for arr in (data.image if simulate else None, data.ground_truth):
+            if arr is not None and arr.ndim == 4:
+                return (c, *arr.shape[-2:])
+        if data.mask is not None and data.format != "fastmri":
+            return (c, *data.mask.shape[-2:])
+        if self.image_size:
+            return (c, self.image_size, self.image_size)
+        raise InvdiffError(
+            f"{data.path} does not show the image size (no /ground_truth or /mask); "
+            "pass --image-size N"
+        )
 
     # Operators and measurements ------------------------------------------------------------
 
@@ -368,6 +397,7 @@ class SolveJob:
         from invdiff.samplers import generators_for
 
         data = read_solve_input(src)
+        self.shape = self.image_shape(data, simulate)
         if data.ground_truth is not None:
             self._check_images(data.ground_truth, "/ground_truth", src)
         ops = self.operators(data, noise)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from pathlib import Path
 
 import typer
@@ -12,11 +13,27 @@ from invdiff.errors import InvdiffError
 
 @user_errors
 def train(
-    data: Path = typer.Argument(..., help="HDF5 file with /images (N x C x H x W in [0, 1])."),
+    data: list[Path] = typer.Argument(
+        ..., help="HDF5 files with /images (N x C x H x W in [0, 1]), all of one image size."
+    ),
     out: Path = typer.Option(..., "--out", help="Model file to write (state goes to OUT.train)."),
     sde: str = typer.Option("ve", help="ve, vp or subvp."),
     sigma_max: float = typer.Option(0.0, help="VE sigma_max; 0 = largest pairwise data distance."),
     sigma_min: float = typer.Option(0.01, help="VE sigma_min."),
+    precond: str = typer.Option(
+        "eps", help="Network output: 'eps' (noise, sigma^2 weighting) or 'edm' (Karras 2022)."
+    ),
+    noise_dist: str = typer.Option(
+        "uniform", help="Training noise levels: 'uniform' in t or 'lognormal' in sigma."
+    ),
+    p_mean: float = typer.Option(-1.2, help="lognormal: mean of log sigma."),
+    p_std: float = typer.Option(1.2, help="lognormal: std of log sigma."),
+    crop: int = typer.Option(0, help="Train on random crops of this side (0: whole images)."),
+    zoom_max: float = typer.Option(4.0, help="Crops: largest window / crop side (zoom-out)."),
+    norm: bool = typer.Option(True, "--norm/--no-norm", help="GroupNorm in the UNet blocks."),
+    mid_attention: bool = typer.Option(
+        True, "--mid-attention/--no-mid-attention", help="Self-attention in the UNet middle."
+    ),
     steps: int = typer.Option(10_000, help="Optimiser steps."),
     batch_size: int = typer.Option(16, help="Global batch size."),
     lr: float = typer.Option(2e-4, help="Adam learning rate."),
@@ -37,18 +54,25 @@ def train(
     """Train a score model with denoising score matching (Song et al. 2021)."""
     import torch
 
+    from invdiff.augment import CropConfig
     from invdiff.checkpoint import build_model
-    from invdiff.io import read_images
     from invdiff.nets import UNetConfig
     from invdiff.sde import max_pairwise_distance
     from invdiff.train import TrainConfig
     from invdiff.train import train as run
 
     set_threads(threads)
-    images, _, attrs = read_images(data)
+    if precond not in ("eps", "edm") or noise_dist not in ("uniform", "lognormal"):
+        raise InvdiffError("--precond takes eps or edm, --noise-dist uniform or lognormal")
+    images, attrs = _read_all(data)
     n, c, h, w = images.shape
-    if h != w:
+    if h != w and not crop:
         raise InvdiffError(f"images are {h}x{w}; the UNet needs square images (crop or pad them)")
+    crop_cfg = CropConfig(size=crop, zoom_max=zoom_max) if crop else None
+    if crop and (crop > min(h, w) or zoom_max < 1):
+        raise InvdiffError(
+            f"--crop {crop} must be at most the image side {min(h, w)}, and --zoom-max at least 1"
+        )
     try:
         net = UNetConfig(
             channels=c,
@@ -56,11 +80,14 @@ def train(
             mult=_ints(mult),
             num_res_blocks=res_blocks,
             attn_resolutions=_ints(attn),
+            mid_attention=mid_attention,
+            norm=norm,
         )
     except ValueError:
         raise InvdiffError("--mult and --attn take comma-separated integers, e.g. 1,2,2") from None
-    if h % net.downsampling:
-        raise InvdiffError(f"image size {h} must be divisible by {net.downsampling} for --mult")
+    side = crop or h
+    if side % net.downsampling:
+        raise InvdiffError(f"image size {side} must be divisible by {net.downsampling} for --mult")
     if sde == "ve":
         smax = sigma_max or max_pairwise_distance(torch.as_tensor(images))
         sde_cfg = {"name": "ve", "sigma_min": sigma_min, "sigma_max": round(smax, 3)}
@@ -71,10 +98,13 @@ def train(
     config = {
         "net": net.to_dict(),
         "sde": sde_cfg,
-        "image": {"channels": c, "size": h, "range": [0.0, 1.0]},
+        "image": {"channels": c, "size": side, "range": [0.0, 1.0], "any_size": bool(crop)},
         "sigma_data": float(images.std()),
-        "data": {"file": data.name, "n": n, "attrs": attrs},
+        "precond": precond,
+        "data": {"files": [d.name for d in data], "n": n, "attrs": attrs},
     }
+    if crop_cfg is not None:
+        config["crop"] = asdict(crop_cfg)
     tc = TrainConfig(
         steps=steps,
         batch_size=batch_size,
@@ -83,6 +113,9 @@ def train(
         ema_decay=ema_decay,
         ckpt_every=ckpt_every,
         seed=seed,
+        noise_dist=noise_dist,
+        p_mean=p_mean,
+        p_std=p_std,
     )
     model = seeded_build(build_model, config, seed)  # initial weights depend on --seed only
     run(
@@ -95,8 +128,29 @@ def train(
         device=resolve_device(device),
         progress=progress,
         weights=weights,
+        crop=crop_cfg,
     )
     typer.echo(f"wrote {out}")
+
+
+def _read_all(files: list[Path]):
+    """Read and concatenate the /images of several files; attributes are kept per file."""
+    import numpy as np
+
+    from invdiff.io import read_images
+
+    parts = [read_images(f) for f in files]
+    shapes = {p[0].shape[1:] for p in parts}
+    if len(shapes) > 1:
+        raise InvdiffError(
+            f"training files have different image shapes {sorted(shapes)}; write them at one --size"
+        )
+    attrs = (
+        parts[0][2]
+        if len(parts) == 1
+        else {f.name: p[2] for f, p in zip(files, parts, strict=True)}
+    )
+    return np.concatenate([p[0] for p in parts]), attrs
 
 
 def _ints(text: str) -> tuple[int, ...]:
