@@ -278,7 +278,7 @@ def test_twins_file_trains_paired_and_unpaired_labels_are_refused(tmp_path, tiny
     with h5py.File(plain, "w") as f:
         f["images"] = np.zeros((4, 1, 16, 16), np.float32)
         f["labels"] = np.array([1, 1, 0, 0])
-    result = runner.invoke(app, [*args[:1], str(plain), *args[2:], "--paired"])
+    result = runner.invoke(app, [*args[:1], str(plain), *args[2:], "--paired", "--force"])
     assert_user_error(result, "--paired needs images 2k, 2k+1")
 
 

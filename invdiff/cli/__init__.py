@@ -27,6 +27,23 @@ def _register() -> None:
     )(solve.solve)
 
 
+def _version(value: bool) -> None:
+    if value:
+        from invdiff import __version__
+
+        typer.echo(f"invdiff {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
+    ),
+) -> None:
+    """Solve imaging inverse problems with a diffusion prior."""
+
+
 _register()
 
 

@@ -35,13 +35,21 @@ def resolve_device(name: str | None) -> str:
 
     if name in (None, "", "auto"):
         return "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        torch.device(name)
+    except (RuntimeError, ValueError):
+        raise InvdiffError(
+            f"--device {name!r} is not a device; use auto, cpu, cuda or cuda:N"
+        ) from None
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise InvdiffError(f"device {name!r} requested but CUDA is not available; use --device cpu")
     return name
 
 
 def set_threads(threads: int | None) -> None:
-    """Set torch's intra-op thread count when given."""
+    """Set torch's intra-op thread count when given (0 or None: torch's default)."""
+    if threads is not None and threads < 0:
+        raise InvdiffError(f"--threads must be >= 0 (0: torch's default), got {threads}")
     if threads:
         import torch
 
@@ -69,3 +77,29 @@ def seeded_build(build: Any, config: dict, seed: int) -> Any:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         return build(config)
+
+
+def require(checks: dict[str, tuple[bool, str]]) -> None:
+    """Raise one InvdiffError naming the first option whose check failed.
+
+    ``checks`` maps an option (``--lr``) to (ok, what it must be), e.g.
+    ``{"--lr": (lr > 0, "a positive number")}``; NaN fails every comparison, so it is refused.
+    """
+    for option, (ok, must) in checks.items():
+        if not ok:
+            raise InvdiffError(f"{option} must be {must}")
+
+
+def check_output(out: Any, inputs: list[Any], force: bool, resume: bool = False) -> None:
+    """Refuse an output that is one of the inputs, or that exists (unless --force / --resume),
+    or whose folder is missing: before any long computation."""
+    from pathlib import Path
+
+    out = Path(out)
+    for src in inputs:
+        if Path(src).exists() and out.exists() and out.resolve() == Path(src).resolve():
+            raise InvdiffError(f"--out {out} is an input file; choose another --out")
+    if not out.parent.exists():
+        raise InvdiffError(f"folder {out.parent} does not exist; create it or choose another --out")
+    if out.exists() and not (force or resume):
+        raise InvdiffError(f"{out} exists; pass --force to overwrite it or --resume to continue")

@@ -7,7 +7,14 @@ from pathlib import Path
 
 import typer
 
-from invdiff.cli._common import resolve_device, seeded_build, set_threads, user_errors
+from invdiff.cli._common import (
+    check_output,
+    require,
+    resolve_device,
+    seeded_build,
+    set_threads,
+    user_errors,
+)
 from invdiff.errors import InvdiffError
 
 
@@ -46,6 +53,7 @@ def train(
     attn: str = typer.Option("", help="Feature-map sizes with attention, e.g. '16'."),
     seed: int = typer.Option(0, help="Seed of initialisation, batches and noise."),
     resume: bool = typer.Option(False, "--resume", help="Continue from OUT.train if present."),
+    force: bool = typer.Option(False, "--force", help="Overwrite an existing OUT (new run)."),
     device: str = typer.Option("auto", help="auto, cpu, cuda, cuda:1 ..."),
     threads: int = typer.Option(0, help="CPU threads for torch (0: torch's default)."),
     progress: bool = typer.Option(True, help="Show a progress bar."),
@@ -62,6 +70,9 @@ def train(
     from invdiff.train import train as run
 
     set_threads(threads)
+    _check_options(locals())
+    check_output(out, list(data), force, resume)
+    dev = resolve_device(device)
     if precond not in ("eps", "edm") or noise_dist not in ("uniform", "lognormal"):
         raise InvdiffError("--precond takes eps or edm, --noise-dist uniform or lognormal")
     images, attrs = _read_all(data)
@@ -125,12 +136,37 @@ def train(
         out,
         tc,
         resume=resume,
-        device=resolve_device(device),
+        device=dev,
         progress=progress,
         weights=weights,
         crop=crop_cfg,
     )
     typer.echo(f"wrote {out}")
+
+
+def _check_options(o: dict) -> None:
+    """Refuse impossible training options before reading any data."""
+    require(
+        {
+            "--steps": (1 <= o["steps"] <= 10**9, "an integer in [1, 1e9]"),
+            "--batch-size": (1 <= o["batch_size"] <= 65536, "an integer in [1, 65536]"),
+            "--lr": (0 < o["lr"] < 1, "a number in (0, 1)"),
+            "--warmup": (o["warmup"] >= 0, ">= 0"),
+            "--ema-decay": (0 <= o["ema_decay"] < 1, "in [0, 1)"),
+            "--ckpt-every": (o["ckpt_every"] >= 1, ">= 1"),
+            "--sigma-min": (0 < o["sigma_min"] < 1e3, "a positive number"),
+            "--sigma-max": (
+                o["sigma_max"] == 0 or o["sigma_max"] > o["sigma_min"],
+                "0 (automatic) or larger than --sigma-min",
+            ),
+            "--p-std": (0 < o["p_std"] < 10, "a number in (0, 10)"),
+            "--p-mean": (abs(o["p_mean"]) < 20, "a number in (-20, 20)"),
+            "--crop": (o["crop"] >= 0, ">= 0 (0: whole images)"),
+            "--zoom-max": (1 <= o["zoom_max"] <= 64, "in [1, 64]"),
+            "--base": (1 <= o["base"] <= 1024, "in [1, 1024]"),
+            "--res-blocks": (1 <= o["res_blocks"] <= 16, "in [1, 16]"),
+        }
+    )
 
 
 def _read_all(files: list[Path]):

@@ -6,7 +6,14 @@ from pathlib import Path
 
 import typer
 
-from invdiff.cli._common import resolve_device, seeded_build, set_threads, user_errors
+from invdiff.cli._common import (
+    check_output,
+    require,
+    resolve_device,
+    seeded_build,
+    set_threads,
+    user_errors,
+)
 from invdiff.errors import InvdiffError
 
 
@@ -34,6 +41,7 @@ def train_classifier(
     resume: bool = typer.Option(
         False, "--resume", help="Continue from OUT.train (same options); exact on CPU."
     ),
+    force: bool = typer.Option(False, "--force", help="Overwrite an existing OUT (new run)."),
     seed: int = typer.Option(0, help="Seed of initialisation, batches and noise."),
     device: str = typer.Option("auto", help="auto, cpu, cuda, cuda:1 ..."),
     threads: int = typer.Option(0, help="CPU threads for torch (0: torch's default)."),
@@ -51,6 +59,11 @@ def train_classifier(
     from invdiff.io import read_images
 
     set_threads(threads)
+    if steps < 1 or batch_size < 1 or ckpt_every < 1 or not 0 <= ema_decay < 1:
+        raise InvdiffError("need --steps, --batch-size, --ckpt-every >= 1 and 0 <= --ema-decay < 1")
+    require({"--lr": (0 < lr < 1, "a number in (0, 1)"), "--steps": (steps <= 10**9, "<= 1e9")})
+    check_output(out, [data], force, resume)
+    dev = resolve_device(device)
     model_path = model or default_model_path()
     model_cfg = load(model_path, MODEL_FORMAT)["config"]
     images, labels, attrs = read_images(data)
@@ -66,8 +79,6 @@ def train_classifier(
             f"images in {data} are {c}x{h}x{w} but the model expects "
             f"{image['channels']}x{image['size']}x{image['size']}; use matching data or --model"
         )
-    if steps < 1 or batch_size < 1 or ckpt_every < 1 or not 0 <= ema_decay < 1:
-        raise InvdiffError("need --steps, --batch-size, --ckpt-every >= 1 and 0 <= --ema-decay < 1")
     try:
         mults = tuple(int(v) for v in mult.split(",") if v.strip())
         net = ClassifierConfig(c, int(classes.max()) + 1, base, mults, res_blocks)
@@ -99,5 +110,5 @@ def train_classifier(
         paired=paired,
     )
     clf = seeded_build(build_classifier, config, seed)  # initial weights depend on --seed only
-    run(images, labels, clf, config, out, tc, device=resolve_device(device), resume=resume)
+    run(images, labels, clf, config, out, tc, device=dev, resume=resume)
     typer.echo(f"wrote {out}")

@@ -1,0 +1,70 @@
+"""Bad training options and paths: one-line errors (exit 2) before any data is read, nothing
+overwritten. A first slice of issue 18's fuzz matrix."""
+
+from __future__ import annotations
+
+import hashlib
+
+import pytest
+
+from tests._cli_helpers import assert_user_error, invoke
+
+BAD_TRAIN = [
+    (["--steps", "0"], "--steps"),
+    (["--steps", "-5"], "--steps"),
+    (["--steps", "1000000000000"], "--steps"),
+    (["--batch-size", "0"], "--batch-size"),
+    (["--lr", "-1"], "--lr"),
+    (["--lr", "nan"], "--lr"),
+    (["--ema-decay", "2"], "--ema-decay"),
+    (["--ckpt-every", "0"], "--ckpt-every"),
+    (["--sigma-max", "-3"], "--sigma-max"),
+    (["--sigma-min", "0"], "--sigma-min"),
+    (["--threads", "-1"], "--threads"),
+    (["--device", "nonsense"], "--device"),
+    (["--crop", "-4"], "--crop"),
+    (["--zoom-max", "0.5"], "--zoom-max"),
+    (["--p-std", "0"], "--p-std"),
+    (["--warmup", "-1"], "--warmup"),
+    (["--base", "0"], "--base"),
+    (["--precond", "magic"], "--precond"),
+]
+
+
+def _digest(path):
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.mark.parametrize("extra,word", BAD_TRAIN, ids=[" ".join(a) for a, _ in BAD_TRAIN])
+def test_bad_train_options_are_one_line_errors(extra, word, tiny_data, tmp_path):
+    out = tmp_path / "m.pt"
+    assert_user_error(invoke("train", tiny_data, "--out", out, "--no-progress", *extra), word)
+    assert not out.exists()
+
+
+def test_train_never_overwrites_its_data_or_a_model_without_force(tiny_data, tmp_path):
+    from pathlib import Path
+
+    data = Path(tiny_data)
+    before = _digest(data)
+    assert_user_error(invoke("train", data, "--out", data), "input file")
+    assert _digest(data) == before
+    model = tmp_path / "model.pt"
+    model.write_bytes(b"user's model")
+    assert_user_error(invoke("train", data, "--out", model), "--force")
+    assert model.read_bytes() == b"user's model"
+    assert_user_error(invoke("train", data, "--out", tmp_path / "no" / "m.pt"), "does not exist")
+
+
+def test_train_classifier_refuses_bad_options_and_overwrites(tiny_data, tmp_path):
+    out = tmp_path / "c.pt"
+    assert_user_error(invoke("train-classifier", tiny_data, "--out", out, "--lr", "-1"), "--lr")
+    assert_user_error(invoke("train-classifier", tiny_data, "--out", tiny_data), "input file")
+    out.write_bytes(b"keep")
+    assert_user_error(invoke("train-classifier", tiny_data, "--out", out), "--force")
+    assert out.read_bytes() == b"keep"
+
+
+def test_version():
+    result = invoke("--version")
+    assert result.exit_code == 0 and result.output.startswith("invdiff ")
