@@ -38,11 +38,10 @@ from common import machine, write_results  # noqa: E402
 
 from invdiff.baselines import classical_baseline, fista_tv, lipschitz_constant  # noqa: E402
 from invdiff.checkpoint import load_model, resolve_model  # noqa: E402
-from invdiff.guidance import Measurement, strategy_options  # noqa: E402
-from invdiff.guidance import solve as posterior  # noqa: E402
+from invdiff.guidance import strategy_options  # noqa: E402
 from invdiff.metrics import SSIM_CONVENTION, psnr, ssim  # noqa: E402
 from invdiff.plugins import build_registry, make_plugin_manager  # noqa: E402
-from invdiff.samplers import generators_for  # noqa: E402
+from invdiff.reconstruct import reconstruct  # noqa: E402
 from invdiff.score import data_range_prior  # noqa: E402
 from invdiff.train import step_generator  # noqa: E402
 
@@ -113,17 +112,22 @@ def tv_rows(op, ys, truths, n_val: int, iters: int) -> dict:
 
 
 def invdiff_rows(model, config, op, ys, args) -> tuple[np.ndarray, float]:
-    """Return samples (N, K, C, H, W) and seconds per image; sample j of image i: seed i K + j."""
+    """Return samples (N, K, C, H, W) and seconds per image (``invdiff.reconstruct``, the same
+    computation as ``invdiff solve``: seed scheme, batching, clipped prior)."""
     prior = data_range_prior(model, config, clip=True)
-    out, t0 = [], time.perf_counter()
-    k = args.samples
-    for i in range(len(ys)):
-        gens = generators_for([args.seed + i * k + j for j in range(k)], "cpu")
-        m = [Measurement(op, ys[i : i + 1].expand(k, *ys.shape[1:]))]
-        with torch.no_grad():
-            res = posterior(prior, model.sde, m, gens, strategy=args.strategy, **args.options)
-        out.append(res.x.float().numpy())
-    return np.stack(out), (time.perf_counter() - t0) / max(len(ys), 1)
+    with torch.no_grad():
+        rec = reconstruct(
+            prior,
+            model.sde,
+            [op],
+            [ys],
+            strategy=args.strategy,
+            options=args.options,
+            samples=args.samples,
+            seed=args.seed,
+            batch_size=args.batch_size,
+        )
+    return rec.samples.numpy(), rec.seconds / max(len(ys), 1)
 
 
 def uncertainty(samples: np.ndarray, truth: np.ndarray) -> dict:
@@ -249,6 +253,7 @@ def main() -> None:
     ap.add_argument("--zeta", type=float, default=None)
     ap.add_argument("--samples", type=int, default=4)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--batch-size", type=int, default=16, help="samples per network call")
     ap.add_argument("--fista-iters", type=int, default=300)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--tasks", nargs="*", default=list(SUITE))

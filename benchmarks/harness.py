@@ -64,11 +64,10 @@ from invdiff.baselines import (  # noqa: E402
     lipschitz_constant,
     tune_weight,
 )
-from invdiff.guidance import Measurement, solve  # noqa: E402
 from invdiff.images import grid, save_png  # noqa: E402
 from invdiff.metrics import SSIM_CONVENTION, coverage, psnr, ssim, summary  # noqa: E402
 from invdiff.plugins import build_registry, make_plugin_manager  # noqa: E402
-from invdiff.samplers import generators_for  # noqa: E402
+from invdiff.reconstruct import SEED_SCHEME, reconstruct  # noqa: E402
 
 #: Song et al. (ICLR 2022) settings of the projection sampler, by operator.
 SONG = {
@@ -87,7 +86,6 @@ TARGETS = (
     ("mri8", "FISTA-TV", 2.0, False),
     ("inpaint70", "biharmonic", 2.0, False),
 )
-SEED_STRIDE = 1000  # sample k of test image i uses seed SEED_STRIDE * i + k
 
 
 @dataclass
@@ -230,11 +228,6 @@ def peak_memory(device: str) -> dict:
     return out
 
 
-def sync(device: str) -> None:
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
-
-
 # Baselines -------------------------------------------------------------------------------------
 
 
@@ -274,30 +267,29 @@ def run_baselines(cfg: Config, val: dict, test: dict) -> tuple[dict, dict]:
 
 
 def sample(cfg: Config, model, op, y: torch.Tensor, strategy: str, options: dict) -> dict:
-    """Draw cfg.samples posterior samples for every measurement in y, in batches of cfg.batch.
+    """Draw cfg.samples posterior samples for every measurement in y, in batches of cfg.batch,
+    through ``invdiff.reconstruct`` (the seed scheme and NFE count of ``invdiff solve``).
 
-    Sample k of image i uses the seed SEED_STRIDE * i + k only, so it does not depend on the
-    batch it lands in. Returns samples (K, N, C, H, W) on the CPU, NFE / VJP per sample and wall
-    time.
+    Returns samples (K, N, C, H, W) on the CPU, NFE / VJP per sample and wall time.
     """
-    n, k = len(y), cfg.samples
-    op = op.to(cfg.device)
-    pairs = [(i, j) for i in range(n) for j in range(k)]
-    out = torch.empty((k, n, *op.image_shape))
-    nfe = vjp = 0
-    sync(cfg.device)
-    start = time.perf_counter()
-    for c in range(0, len(pairs), cfg.batch):
-        chunk = pairs[c : c + cfg.batch]
-        idx = torch.tensor([i for i, _ in chunk])
-        gens = generators_for([SEED_STRIDE * i + j for i, j in chunk], cfg.device)
-        m = Measurement(op, y[idx].to(cfg.device))
-        res = solve(model, model.sde, [m], gens, strategy=strategy, **options)
-        for (i, j), xi in zip(chunk, res.x.cpu(), strict=True):
-            out[j, i] = xi
-        nfe, vjp = res.nfe, res.vjp
-    sync(cfg.device)
-    return {"samples": out, "nfe": nfe, "vjp": vjp, "seconds": time.perf_counter() - start}
+    rec = reconstruct(
+        model,
+        model.sde,
+        [op.to(cfg.device)],
+        [y],
+        strategy=strategy,
+        options=options,
+        samples=cfg.samples,
+        seed=0,
+        batch_size=cfg.batch,
+        device=cfg.device,
+    )
+    return {
+        "samples": rec.samples.transpose(0, 1),
+        "nfe": rec.nfe_per_sample,
+        "vjp": rec.vjp_per_sample,
+        "seconds": rec.seconds,
+    }
 
 
 def posterior_result(run: dict, truth: torch.Tensor, strategy: str, options: dict) -> dict:
@@ -685,8 +677,8 @@ def markdown(report: dict) -> str:
             "",
             "## PSNR against NFE (issue 4)",
             "",
-            f"First {cfg['sweep_images']} test images, one sample each (seed "
-            f"{SEED_STRIDE} i). Projection and noisy likelihood use a Langevin corrector (2 NFE "
+            f"First {cfg['sweep_images']} test images, one sample each ({SEED_SCHEME}, "
+            "seed 0). Projection and noisy likelihood use a Langevin corrector (2 NFE "
             "per step); DPS adds one backward pass per step and moment one per CG iteration (VJP "
             "column); strategies that do not apply to a task say why. DPS (zeta 1) and "
             "the noisy likelihood (snr 0.16) run with their defaults, untuned; projection uses "

@@ -46,6 +46,7 @@ def main() -> None:
     ap.add_argument("--zeta", type=float, nargs="*", default=[0.3])
     ap.add_argument("--samples", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--name", default="tune_strategy")
     args = ap.parse_args()

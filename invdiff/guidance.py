@@ -481,12 +481,21 @@ STRATEGIES: dict[str, Strategy] = {
 }
 
 
+#: The strategy of ``invdiff solve``, :func:`solve` and :func:`invdiff.reconstruct.reconstruct`.
+DEFAULT_STRATEGY = "diffpir"
+
+
+def _knobs(fn: Callable[..., SampleResult]) -> dict[str, object]:
+    params = inspect.signature(fn).parameters.values()
+    return {p.name: p.default for p in params if p.kind is p.KEYWORD_ONLY}
+
+
 def strategy_options(name: str) -> dict[str, object]:
-    """Return the knobs strategy ``name`` accepts, with their defaults (steps, snr, lam, ...)."""
+    """Return the knobs strategy ``name`` accepts, with their defaults (steps, snr, lam, ...):
+    the strategy function's signature is the one place a default is stated."""
     if name not in STRATEGIES:
         raise ValueError(f"unknown strategy {name!r}; expected one of {sorted(STRATEGIES)}")
-    params = inspect.signature(STRATEGIES[name]).parameters.values()
-    return {p.name: p.default for p in params if p.kind is p.KEYWORD_ONLY}
+    return _knobs(STRATEGIES[name])
 
 
 def solve(
@@ -495,7 +504,7 @@ def solve(
     measurements: Sequence[Measurement],
     generators: Sequence[torch.Generator],
     *,
-    strategy: str = "projection",
+    strategy: str = DEFAULT_STRATEGY,
     like: Tensor | None = None,
     callback: Callable[[int], None] | None = None,
     **options: object,
@@ -506,12 +515,6 @@ def solve(
     zeta, cg_iters, predictor); None means the strategy's default. Every y has batch size 1
     (shared) or len(generators). Returns SampleResult(x, nfe, vjp).
     """
-    known = strategy_options(strategy)
-    unknown = sorted(set(options) - set(known))
-    if unknown:
-        raise ValueError(
-            f"strategy {strategy!r} takes no option {unknown}; it takes {sorted(known)}"
-        )
     ms = list(measurements)
     if not ms:
         raise ValueError("solve needs at least one Measurement")
@@ -528,6 +531,12 @@ def solve(
     kw = {k: v for k, v in options.items() if v is not None}
     guided = [m for m in ms if getattr(m.op, "time_conditional", False)]
     measured = [m for m in ms if m not in guided]
+    # Hypotheses alone (no data) are sampled by the plain PC sampler, whatever the strategy.
+    known = strategy_options(strategy) if measured else _knobs(solve_prior)
+    unknown = sorted(set(options) - set(known))
+    if unknown:
+        name = strategy if measured else "sampling without data"
+        raise ValueError(f"{name!r} takes no option {unknown}; it takes {sorted(known)}")
     if like is None:
         y = (measured or ms)[0].y
         dtype = y.real.dtype if y.is_floating_point() or y.is_complex() else None
@@ -536,6 +545,5 @@ def solve(
         prior = ClassifierGuidedScore(prior, sde, guided)
     if not measured:  # only hypotheses, no data: the plain PC sampler on the guided score
         p = Problem(prior, sde, guided, generators, like, callback)
-        pc_kw = {k: v for k, v in kw.items() if k in ("steps", "snr", "predictor")}
-        return solve_prior(p, **{"steps": known["steps"], **pc_kw})
+        return solve_prior(p, **kw)
     return STRATEGIES[strategy](Problem(prior, sde, measured, generators, like, callback), **kw)

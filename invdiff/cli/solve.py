@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,8 +20,7 @@ import typer
 
 from invdiff.cli._common import clip_option, resolve_device, set_threads, user_errors
 from invdiff.errors import InvdiffError
-
-DEFAULT_STRATEGY = "diffpir"
+from invdiff.guidance import DEFAULT_STRATEGY
 
 
 @dataclass
@@ -391,10 +389,9 @@ class SolveJob:
         from invdiff import __version__
         from invdiff.baselines import classical_baseline
         from invdiff.checkpoint import file_sha256
-        from invdiff.guidance import Measurement, strategy_options
-        from invdiff.guidance import solve as posterior
+        from invdiff.guidance import strategy_options
         from invdiff.io import read_solve_input, write_datasets
-        from invdiff.samplers import generators_for
+        from invdiff.reconstruct import SEED_SCHEME, reconstruct
 
         data = read_solve_input(src)
         self.shape = self.image_shape(data, simulate)
@@ -404,35 +401,30 @@ class SolveJob:
         ys = self.measurements(data, ops, simulate, seed)
         truth = data.image if simulate else data.ground_truth
         n, k_samples = len(ys[0]), samples
-        total = n * k_samples
         steps = options.get("steps", strategy_options(strategy)["steps"])
-        chunks, nfe, vjp = [], 0, 0
-        t0 = time.perf_counter()
         if self.device.startswith("cuda"):
             torch.cuda.reset_peak_memory_stats(self.device)
+        batches = -(-n * k_samples // batch_size)
         with Progress(disable=not progress) as bar:
-            task = bar.add_task(f"{strategy} {src.name}", total=steps * -(-total // batch_size))
-            for start in range(0, total, batch_size):
-                idx = list(range(start, min(total, start + batch_size)))
-                slices = [i // k_samples for i in idx]
-                ms = [Measurement(op, y[slices]) for (_, op), y in zip(ops, ys, strict=True)]
-                gens = generators_for([seed + i for i in idx], self.device)
-                try:
-                    res = posterior(
-                        self.prior,
-                        self.model.sde,
-                        ms,
-                        gens,
-                        strategy=strategy,
-                        callback=lambda _: bar.advance(task),
-                        **options,
-                    )
-                except ValueError as err:
-                    raise InvdiffError(f"{strategy}: {err}") from None
-                chunks.append(res.x.float().cpu())
-                nfe, vjp = nfe + res.nfe, vjp + res.vjp
-        wall = time.perf_counter() - t0
-        x = torch.cat(chunks).reshape(n, k_samples, *self.shape).numpy()
+            task = bar.add_task(f"{strategy} {src.name}", total=steps * batches)
+            try:
+                rec = reconstruct(
+                    self.prior,
+                    self.model.sde,
+                    [op for _, op in ops],
+                    ys,
+                    strategy=strategy,
+                    options=options,
+                    samples=k_samples,
+                    seed=seed,
+                    batch_size=batch_size,
+                    device=self.device,
+                    callback=lambda _: bar.advance(task),
+                )
+            except ValueError as err:
+                raise InvdiffError(f"{strategy}: {err}") from None
+        wall, nfe, vjp = rec.seconds, rec.nfe_per_sample, rec.vjp_per_sample
+        x = rec.samples.reshape(n, k_samples, *self.shape).numpy()
         if not np.isfinite(x).all():
             raise InvdiffError(
                 f"{strategy} produced NaN/Inf for {src}; lower --lambda/--zeta or raise --steps"
@@ -462,12 +454,11 @@ class SolveJob:
             "model_sha256": file_sha256(self.model_path),
             "model_steps": int(self.config.get("training", {}).get("steps_done", -1)),
             "seed": seed,
-            "seeds": f"sample j of slice i: seed + i * {k_samples} + j",
+            "seeds": SEED_SCHEME.replace("K", str(k_samples)),
             "samples_per_slice": k_samples,
             "simulated": simulate,
-            "nfe_per_sample": nfe // max(-(-total // batch_size), 1),
-            "nfe_total_batched_calls": nfe,
-            "vjp_total": vjp,
+            "nfe_per_sample": nfe,
+            "vjp_per_sample": vjp,
             "wall_time_s": wall,
             "wall_time_per_slice_s": wall / n,
             "device": self.device,
