@@ -29,7 +29,6 @@ from invdiff_operators.mri import MRI  # noqa: E402
 
 from invdiff.baselines import (  # noqa: E402
     FISTA_ITERATIONS,
-    classical_baseline,
     fista_tv,
     lipschitz_constant,
     tune_weight,
@@ -87,8 +86,8 @@ def run_task(name: str, make_op, grid, val, test, args, counts: list[int]) -> di
     """Tune FISTA-TV on val for each iteration count (if the task has a grid), score on test."""
     op = make_op()
     y_val, y_test = op.measure(val), op.measure(test)
-    label, _ = classical_baseline(op, y_val[:1])
-    x, sec = timed(lambda y: classical_baseline(op, y)[1], y_test)
+    label, _ = op.baseline(y_val[:1])
+    x, sec = timed(lambda y: op.baseline(y)[1], y_test)
     out = {"operator": repr(op), "methods": {label: scores(x, test, sec)}, "tuning": {}}
     if grid is None:
         return out

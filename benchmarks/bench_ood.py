@@ -36,7 +36,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 import ood_images  # noqa: E402
 from common import machine, write_results  # noqa: E402
 
-from invdiff.baselines import classical_baseline, fista_tv, lipschitz_constant  # noqa: E402
+from invdiff.baselines import fista_tv, lipschitz_constant  # noqa: E402
 from invdiff.checkpoint import load_model, resolve_model  # noqa: E402
 from invdiff.guidance import strategy_options  # noqa: E402
 from invdiff.metrics import SSIM_CONVENTION, psnr, ssim  # noqa: E402
@@ -149,7 +149,7 @@ def run_group(task: str, size: int, names: list[str], model, config, registry, a
     t0 = time.perf_counter()
     tv = tv_rows(op, ys, truths, len(VAL), args.fista_iters)
     tv_secs = (time.perf_counter() - t0) / len(ys)
-    label, base = classical_baseline(op, ys[len(VAL) :])
+    label, base = op.baseline(ys[len(VAL) :])
     samples, secs = invdiff_rows(model, config, op, ys[len(VAL) :], args)
     rows = []
     for i, img in enumerate(names):

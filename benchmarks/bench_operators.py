@@ -18,7 +18,6 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch: libgomp spi
 
 import argparse  # noqa: E402
 
-import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from common import machine, median_ms, write_results  # noqa: E402
 
@@ -35,9 +34,7 @@ def astra_ct_ms(op, x: torch.Tensor, repeats: int) -> float:
 
     _, h, w = op.image_shape
     vol = astra.create_vol_geom(h, w)
-    proj = astra.create_proj_geom(
-        "parallel", 1.0, op.detectors, np.arange(op.views) * np.pi / op.views
-    )
+    proj = astra.create_proj_geom("parallel", 1.0, op.detectors, op.geometry()["angles"])
     pid = astra.create_projector("linear", proj, vol)
     images = [img for img in x[:, 0].numpy()]
 

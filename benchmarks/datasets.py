@@ -118,22 +118,13 @@ def noise_std_for(task: Task, op: Operator, val: torch.Tensor) -> float:
     return float(f"{task.noise_level * scale:.4g}")
 
 
-def geometry(op: Operator) -> dict[str, np.ndarray]:
-    """Return the arrays that pin down the operator's geometry: CT angles or the mask."""
-    if hasattr(op, "views"):
-        return {"angles": np.arange(op.views) * np.pi / op.views}
-    if hasattr(op, "mask"):
-        return {"mask": op.mask.detach().cpu().numpy().astype(np.uint8)}
-    return {}
-
-
 def make_split(task: Task, split: str, n: int, size: int, noise_std: float, registry=None):
     """Return (datasets, attributes) of one task and split."""
     seed = SPLIT_SEEDS[split]
     truth = torch.from_numpy(make_phantoms(n, size, seed)[0])
     op = build_operator(task.operator, size, task.params, noise_std, registry)
     y = op.measure(truth, torch.Generator().manual_seed(seed))
-    arrays = {"ground_truth": truth.numpy(), "measurement": y.numpy(), **geometry(op)}
+    arrays = {"ground_truth": truth.numpy(), "measurement": y.numpy(), **op.geometry()}
     attrs = {
         "task": task.name,
         "title": task.title,
@@ -217,7 +208,7 @@ def load_split(path: Path, registry=None) -> dict[str, Any]:
     op = build_operator(
         attrs["operator"], int(attrs["size"]), params, float(attrs["noise_std"]), registry
     )
-    if "mask" in arrays and not np.array_equal(geometry(op)["mask"], arrays["mask"]):
+    if "mask" in arrays and not np.array_equal(op.geometry()["mask"], arrays["mask"]):
         raise ValueError(f"{path}: the stored mask differs from the operator's; regenerate it")
     return {
         "op": op,

@@ -59,7 +59,6 @@ import datasets  # noqa: E402
 
 from invdiff.baselines import (  # noqa: E402
     FISTA_ITERATIONS,
-    classical_baseline,
     fista_tv,
     lipschitz_constant,
     tune_weight,
@@ -235,7 +234,7 @@ def run_baselines(cfg: Config, val: dict, test: dict) -> tuple[dict, dict]:
     """Return ({method: result}, {method: tuning}) of the classical baselines on the test split."""
     op, y, truth = test["op"], test["y"], test["truth"]
     start = time.perf_counter()
-    label, x = classical_baseline(op, y)
+    label, x = op.baseline(y)
     sec = time.perf_counter() - start
     methods = {label: {**scores(x, truth), "seconds_per_image": sec / len(y), "image": x}}
     tuning = {}

@@ -1,15 +1,12 @@
-"""Classical baselines for the built-in inverse problems: FBP, zero-filled, FISTA-TV, biharmonic.
+"""Classical reconstructions a diffusion prior has to beat: FISTA-TV for any linear operator,
+biharmonic inpainting; each operator's own classical method is its ``Operator.baseline`` (FBP,
+zero-filled, biharmonic, gray replicated). Each maps a batch of measurements y (the operator's
+output shape) to images (B, C, H, W) in y's real precision.
 
-These are what a diffusion prior has to beat (issue 5). Each baseline maps a batch of
-measurements y (the operator's output shape) to images (B, C, H, W) in y's real precision.
-
-- ``fbp``: filtered back-projection, the ``ct_sparse`` operator's own ``fbp``.
-- ``zero_filled``: the MRI operator's exact pseudo-inverse (see its docstring for the choice).
 - ``fista_tv``: FISTA (Beck & Teboulle 2009) on 1/2 ||A x - y||^2 + weight TV(x), any
   ``LinearOperator``.
 - ``biharmonic_inpaint``: scikit-image's biharmonic inpainting for ``masking``.
 - ``tune_weight``: the FISTA-TV weight that maximises mean PSNR on a validation set.
-- ``classical_baseline``: the measurement-space baseline of an operator, chosen by its name.
 
 scikit-image works on numpy arrays, so the TV prox and the inpainting go through the host one
 image at a time; fine for a baseline, not for a sampler.
@@ -18,7 +15,6 @@ image at a time; fine for a baseline, not for a sampler.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from types import MappingProxyType
 
 import numpy as np
 import torch
@@ -26,8 +22,9 @@ from skimage.restoration import denoise_tv_chambolle, inpaint_biharmonic
 from torch import Tensor
 
 from invdiff.errors import InvdiffError
+from invdiff.linalg import largest_eigenvalue
 from invdiff.metrics import psnr
-from invdiff.operator import LinearOperator, Operator, real_inner
+from invdiff.operator import LinearOperator, real_inner
 
 #: FISTA iterations by default. With noiseless data the tuned weight is small and FISTA is slow in
 #: the near-null space of A. On 64 x 64 phantoms (benchmarks/results/baselines.md), at weights
@@ -39,33 +36,6 @@ FISTA_ITERATIONS = 1000
 
 def _real_dtype(y: Tensor) -> torch.dtype:
     return y.real.dtype if y.is_complex() else y.dtype
-
-
-def fbp(op: Operator, y: Tensor) -> Tensor:
-    """Return the filtered back-projection of a CT sinogram, computed by the operator itself."""
-    if not hasattr(op, "fbp"):
-        raise InvdiffError(f"fbp needs a CT operator with .fbp (ct_sparse), got {op.name!r}")
-    return op.fbp(y)
-
-
-def zero_filled(op: LinearOperator, y: Tensor) -> Tensor:
-    """Return the zero-filled inverse FFT of masked k-space: the MRI operator's pseudo-inverse.
-
-    For the real-image model y = M F x the minimum-norm least-squares real image is
-    Re F^H (F A^T y / w), w = (M + M~) / 2 (operators/mri.py): the inverse FFT with unsampled
-    coefficients set to zero, taking a coefficient as measured when it or its Hermitian mirror
-    was. We use it rather than |F^H y| (fastMRI's magnitude image) or Re F^H y (the adjoint):
-    all three return the image when the whole of k-space is sampled; with equispaced columns
-    at 64 x 64 the pseudo-inverse scored 22.8 / 22.2 dB at 4x / 8x against 22.5 / 20.3 for the
-    magnitude and 22.7 / 20.6 for the real part (8 phantoms, seed 1, noiseless), because an
-    equispaced mask rarely contains the mirror of each of its columns.
-    """
-    return op.pseudo_inverse(y)
-
-
-def gray_replicated(op: Operator, y: Tensor) -> Tensor:
-    """Return the gray image copied to every channel (A x = y when the weights sum to 1)."""
-    return y.expand(-1, op.image_shape[0], -1, -1).clone()
 
 
 def _mask_of(op_or_mask) -> np.ndarray:
@@ -121,15 +91,8 @@ def lipschitz_constant(op: LinearOperator, iterations: int = 100, seed: int = 0)
     step 1 / L safe. It costs ``iterations`` products with A^T A; compute it once per operator and
     pass it to ``fista_tv`` when solving many batches.
     """
-    g = torch.Generator().manual_seed(seed)
-    v = torch.randn((1, *op.image_shape), generator=g, dtype=torch.float64)
-    v = v / v.norm()
-    value = 0.0
-    for _ in range(iterations):
-        w = op.adjoint(op.forward(v))
-        value = float((v * w).sum())  # Rayleigh quotient, v has unit norm
-        v = w / w.norm().clamp_min(1e-300)
-    return 1.01 * value
+    apply = lambda v: op.adjoint(op.forward(v))  # noqa: E731
+    return 1.01 * float(largest_eigenvalue(apply, op.image_shape, iterations, seed=seed))
 
 
 def tv_prox(v: Tensor, weight: float, tv_iterations: int = 200, tv_eps: float = 2e-4) -> Tensor:
@@ -249,28 +212,3 @@ def tune_weight(
         ordered = sorted(table)
         best = max(ordered, key=lambda w: table[w])
     return best, [(w, table[w]) for w in ordered]
-
-
-#: The measurement-space baseline of each built-in operator, by operator name: (label, function).
-BASELINES = MappingProxyType(
-    {
-        "ct_sparse": ("FBP", fbp),
-        "mri": ("zero-filled", zero_filled),
-        "masking": ("biharmonic", biharmonic_inpaint),
-        "grayscale": ("gray replicated", gray_replicated),
-    }
-)
-
-
-def classical_baseline(op: Operator, y: Tensor) -> tuple[str, Tensor]:
-    """Return (label, image) of the operator's baseline: ``BASELINES`` or else A^+ y.
-
-    Operators without an entry (third-party plugins, compositions) fall back to their
-    ``pseudo_inverse`` when linear; non-linear ones have no classical baseline here.
-    """
-    if op.name in BASELINES:
-        label, fn = BASELINES[op.name]
-        return label, fn(op, y)
-    if isinstance(op, LinearOperator):
-        return "pseudo-inverse", op.pseudo_inverse(y)
-    raise InvdiffError(f"no classical baseline for the non-linear operator {op.name!r}")

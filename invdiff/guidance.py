@@ -56,6 +56,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from invdiff.linalg import conjugate_gradient, largest_eigenvalue
 from invdiff.operator import LinearOperator, Operator, real_inner
 from invdiff.samplers import (
     PREDICTORS,
@@ -100,49 +101,10 @@ class Measurement:
         return bc(alpha, az) * self.y + bc(sigma, az) * az
 
 
-def _dot(a: Sequence[Tensor], b: Sequence[Tensor]) -> Tensor:
-    """Return the per-sample real inner product summed over a list of tensors, shape (B,)."""
-    return sum(real_inner(u, v) for u, v in zip(a, b, strict=True))
-
-
-def conjugate_gradient(
-    apply: Callable[[list[Tensor]], list[Tensor]], b: list[Tensor], iters: int
-) -> list[Tensor]:
-    """Solve M u = b for a symmetric positive (semi)definite M, one system per sample.
-
-    Hestenes-Stiefel CG on lists of tensors (several measurement spaces at once), started at 0,
-    with a fixed number of iterations so there are no host synchronisations and sample k does not
-    depend on the other samples.
-    """
-    info = torch.finfo(b[0].real.dtype)
-    u = [torch.zeros_like(v) for v in b]
-    r = [v.clone() for v in b]
-    p = [v.clone() for v in b]
-    rr = _dot(r, r)
-    floor = rr * info.eps**2  # converged: freeze, or round-off makes CG diverge
-    for _ in range(iters):
-        mp = apply(p)
-        active = rr > floor
-        step = torch.where(active, rr / _dot(p, mp).clamp_min(info.tiny), 0.0)
-        u = [ui + bc(step, ui) * pi for ui, pi in zip(u, p, strict=True)]
-        r = [ri - bc(step, ri) * mi for ri, mi in zip(r, mp, strict=True)]
-        rr_new = _dot(r, r)
-        beta = torch.where(active, rr_new / rr.clamp_min(info.tiny), 0.0)
-        p = [ri + bc(beta, ri) * pi for ri, pi in zip(r, p, strict=True)]
-        rr = rr_new
-    return u
-
-
 def operator_norm_sq(op: LinearOperator, like: Tensor, iters: int = 20) -> Tensor:
     """Return ||A||^2, the largest eigenvalue of A^T A, by power iteration (a 0-d tensor)."""
-    g = torch.Generator(device=like.device).manual_seed(0)
-    v = torch.randn((1, *op.image_shape), generator=g, device=like.device, dtype=like.dtype)
-    norm = v.norm()
-    for _ in range(iters):
-        w = op.adjoint(op(v / norm))
-        norm = w.norm()
-        v = w
-    return norm
+    apply = lambda v: op.adjoint(op(v))  # noqa: E731
+    return largest_eigenvalue(apply, op.image_shape, iters, dtype=like.dtype, device=like.device)
 
 
 # Likelihood scores (posterior ScoreFns) --------------------------------------------------------
@@ -251,10 +213,9 @@ class ClassifierGuidedScore:
 
     def __init__(self, prior: ScoreFn, sde: SDE, measurements: Sequence[Measurement]) -> None:
         for m in measurements:
-            if not getattr(m.op, "time_conditional", False):
+            if not m.op.time_conditional:
                 raise ValueError(f"{m.op.name} is not time-conditional; pass it as a measurement")
-            if hasattr(m.op, "check_sde"):
-                m.op.check_sde(sde)
+            m.op.check_sde(sde)
         self.prior, self.measurements = prior, list(measurements)
 
     def score(self, x: Tensor, t: Tensor) -> Tensor:
@@ -447,7 +408,7 @@ def solve_replacement(p: Problem, *, steps=1000, snr=0.16, predictor="reverse_di
     """Hard replacement of the measured coefficients by y_t (Song et al. 2021, App. I.2,
     imputation): the projection with lam = 1, for operators with an exact pseudo-inverse."""
     for m in p.measurements:
-        if not getattr(m.op, "exact_pseudo_inverse", False):
+        if not m.op.exact_pseudo_inverse:
             raise ValueError(f"{m.op.name}: 'replacement' needs an exact pseudo-inverse")
     return solve_projection(p, steps=steps, snr=snr, lam=1.0, predictor=predictor)
 
@@ -529,7 +490,7 @@ def solve(
                 f"{m.op.name}: y has batch {m.y.shape[0]}; need 1 or {len(generators)}"
             )
     kw = {k: v for k, v in options.items() if v is not None}
-    guided = [m for m in ms if getattr(m.op, "time_conditional", False)]
+    guided = [m for m in ms if m.op.time_conditional]
     measured = [m for m in ms if m not in guided]
     # Hypotheses alone (no data) are sampled by the plain PC sampler, whatever the strategy.
     known = strategy_options(strategy) if measured else _knobs(solve_prior)

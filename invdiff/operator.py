@@ -28,6 +28,9 @@ import torch
 from torch import Tensor, nn
 
 from invdiff.errors import InvdiffError
+from invdiff.linalg import conjugate_gradient, real_inner
+
+__all__ = ["LinearOperator", "Operator", "real_inner"]  # real_inner re-exported for plugins
 
 DEFAULT_NOISE_STD = 0.01
 
@@ -59,17 +62,6 @@ NOISE_STD = Param(
 )
 
 
-def real_inner(a: Tensor, b: Tensor) -> Tensor:
-    """Return Re<a, b> summed over all but the batch dimension, shape (B,)."""
-    prod = torch.conj(a) * b if a.is_complex() else a * b
-    return prod.real.flatten(1).sum(1) if prod.is_complex() else prod.flatten(1).sum(1)
-
-
-def _batch(v: Tensor, like: Tensor) -> Tensor:
-    """Reshape a per-sample vector (B,) so that it broadcasts against ``like``."""
-    return v.reshape(-1, *([1] * (like.dim() - 1)))
-
-
 def check_mask(mask, size: tuple[int, int], name: str) -> Tensor:
     """Return mask as a 0/1 float tensor of shape ``size`` or raise a one-line InvdiffError."""
     m = torch.as_tensor(mask)
@@ -95,6 +87,12 @@ class Operator(nn.Module):
     linear: ClassVar[bool] = False
     #: True where only H == W is supported; the conformance kit then only asks for odd sides.
     square_only: ClassVar[bool] = False
+    #: True for a class hypothesis p_t(y | x_t) (e.g. a noise-conditional classifier) rather than
+    #: measured data: its likelihood acts on x_t through ``likelihood_score_t`` and its
+    #: "measurement" is a label (see operators/classifier.py).
+    time_conditional: ClassVar[bool] = False
+    #: True where ``pseudo_inverse`` is the exact Moore-Penrose pseudo-inverse (linear operators).
+    exact_pseudo_inverse: ClassVar[bool] = False
 
     def __init__(self, image_shape: tuple[int, int, int], *, noise_std: float = DEFAULT_NOISE_STD):
         super().__init__()
@@ -161,6 +159,37 @@ class Operator(nn.Module):
         noise = torch.view_as_complex(n) if y.is_complex() else n
         return y + self.noise_std * self.restrict_to_measured(noise)
 
+    def likelihood_score_t(self, x: Tensor, t: Tensor, y: Tensor) -> Tensor:
+        """Where ``time_conditional``: return the likelihood score grad_x log p_t(y | x_t) at the
+        diffusion time t (shape (B,)); y holds the class labels."""
+        raise NotImplementedError(f"{self.name} is not time-conditional")
+
+    def check_sde(self, sde: Any) -> None:
+        """Where ``time_conditional``: raise InvdiffError if the operator was made for another
+        SDE than the prior's (a classifier trained on other noise levels). Default: accept."""
+
+    def hypothesis_labels(self, n: int) -> Tensor:
+        """Where ``time_conditional``: return the n labels this hypothesis asks for (int64)."""
+        raise NotImplementedError(f"{self.name} is not time-conditional")
+
+    def baseline(self, y: Tensor) -> tuple[str, Tensor] | None:
+        """Return (name, image) of the classical reconstruction from y, or None when there is
+        none. Built-ins: FBP (ct_sparse), zero-filled (mri), biharmonic (masking), gray
+        replicated (grayscale); linear operators default to their pseudo-inverse."""
+        return None
+
+    def geometry(self) -> dict[str, Any]:
+        """Return the arrays stored beside a measurement that pin this operator down (CT angles,
+        a sampling mask), keyed by their dataset names; {} when the parameters say it all."""
+        return {}
+
+    def set_geometry(self, arrays: dict[str, Any], source: str) -> None:
+        """Adopt or check geometry read from a measurement file (the keys of :meth:`geometry`).
+
+        Raise InvdiffError naming ``source`` when the arrays contradict the operator. The default
+        ignores them; operators with geometry override it.
+        """
+
     def restrict_to_measured(self, y: Tensor) -> Tensor:
         """Zero the entries of a measurement-shaped y that the operator never measures.
 
@@ -197,14 +226,16 @@ class LinearOperator(Operator):
     linear: ClassVar[bool] = True
     #: Relative adjoint tolerance for operators that are not exactly adjoint; None means exact.
     adjoint_rtol: ClassVar[float | None] = None
-    #: True where ``pseudo_inverse`` is the exact Moore-Penrose pseudo-inverse.
-    exact_pseudo_inverse: ClassVar[bool] = False
     #: Iterations of the default conjugate-gradient pseudo-inverse.
     cg_iterations: ClassVar[int] = 30
 
     def adjoint(self, y: Tensor) -> Tensor:
         """Return A^T y, shape (B, *image_shape), real, in y's precision."""
         raise NotImplementedError
+
+    def baseline(self, y: Tensor) -> tuple[str, Tensor] | None:
+        """Return ("pseudo-inverse", A^+ y); built-ins override it with their classical method."""
+        return "pseudo-inverse", self.pseudo_inverse(y)
 
     def likelihood_score(self, x: Tensor, y: Tensor, noise_std: float | None = None) -> Tensor:
         """Return A^T (y - A x) / s^2, the gradient of -||y - A x||^2 / (2 s^2)."""
@@ -213,24 +244,8 @@ class LinearOperator(Operator):
 
     def pseudo_inverse(self, y: Tensor) -> Tensor:
         """Return x ~ A^+ y by batched conjugate gradients on A^T A x = A^T y, x0 = 0 (CGLS)."""
-        b = self.adjoint(y)
-        x = torch.zeros_like(b)
-        r = b.clone()
-        p = r.clone()
-        rr = real_inner(r, r)
-        tiny = torch.finfo(b.dtype).tiny
-        stop = rr * torch.finfo(b.dtype).eps ** 2  # converged: stop updating (no 0/0 later)
-        for _ in range(self.cg_iterations):
-            active = rr > stop
-            ap = self.adjoint(self.forward(p))
-            alpha = torch.where(active, rr / real_inner(p, ap).clamp_min(tiny), 0.0)
-            x = x + _batch(alpha, x) * p
-            r = r - _batch(alpha, r) * ap
-            rr_new = real_inner(r, r)
-            beta = torch.where(active, rr_new / rr.clamp_min(tiny), 0.0)
-            p = r + _batch(beta, p) * p
-            rr = torch.where(active, rr_new, rr)
-        return x
+        normal = lambda p: [self.adjoint(self.forward(p[0]))]  # noqa: E731
+        return conjugate_gradient(normal, [self.adjoint(y)], self.cg_iterations)[0]
 
     def project(self, x: Tensor, y: Tensor, lam: float | Tensor = 1.0) -> Tensor:
         """Return x + lam * A^+ (y - A x), the data-consistency blend of Song et al. (ICLR 2022).

@@ -17,10 +17,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from invdiff.linalg import bc
 
-def bc(v: Tensor, x: Tensor) -> Tensor:
-    """Reshape a per-sample vector (B,) so it broadcasts against x (B, ...)."""
-    return v.reshape(-1, *([1] * (x.ndim - 1)))
+__all__ = ["SDE", "VESDE", "VPSDE", "SubVPSDE", "bc", "randn", "sde_from_config"]
 
 
 def randn(generators: Sequence[torch.Generator], shape: Sequence[int], like: Tensor) -> Tensor:

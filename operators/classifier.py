@@ -114,6 +114,10 @@ class Classifier(Operator):
             (grad,) = torch.autograd.grad(self.log_likelihood_t(xg, t, label).sum(), xg)
         return grad
 
+    def hypothesis_labels(self, n: int) -> Tensor:
+        """Return ``--label`` for each of n slices."""
+        return torch.full((n,), self.label, dtype=torch.long)
+
     def check_sde(self, sde: SDE) -> None:
         """Raise ValueError unless the classifier was trained for this forward SDE."""
         if sde.config() != self.clf.sde.config():

@@ -30,14 +30,18 @@ from invdiff.hookspecs import hookimpl
 from invdiff.operator import DEFAULT_NOISE_STD, LinearOperator, Param
 
 
+def equispaced_angles(views: int) -> np.ndarray:
+    """Return the parallel-beam angles of ``views`` equispaced views over [0, pi) (radians)."""
+    return np.arange(views) * np.pi / views
+
+
 def system_matrix(size: tuple[int, int], views: int, detectors: int):
     """Return astra's parallel-beam 'linear' projector for this geometry as a scipy CSR matrix."""
     import astra  # heavy optional import: only here
 
     h, w = size
     vol = astra.create_vol_geom(h, w)
-    angles = np.arange(views) * np.pi / views
-    proj = astra.create_proj_geom("parallel", 1.0, detectors, angles)
+    proj = astra.create_proj_geom("parallel", 1.0, detectors, equispaced_angles(views))
     pid = astra.create_projector("linear", proj, vol)
     mid = astra.projector.matrix(pid)
     try:
@@ -141,6 +145,26 @@ class CTSparse(LinearOperator):
     def pseudo_inverse(self, y: Tensor) -> Tensor:
         """Return FBP(y), an approximate pseudo-inverse (exact only in the many-view limit)."""
         return self.fbp(y)
+
+    def baseline(self, y: Tensor) -> tuple[str, Tensor]:
+        """Return ("FBP", filtered back-projection of y)."""
+        return "FBP", self.fbp(y)
+
+    def geometry(self) -> dict[str, np.ndarray]:
+        """Return the view angles (radians), stored as /angles."""
+        return {"angles": equispaced_angles(self.views)}
+
+    def set_geometry(self, arrays: dict, source: str) -> None:
+        """Check stored /angles: ct_sparse models equispaced parallel-beam views over [0, pi)."""
+        if arrays.get("angles") is None:
+            return
+        got, want = np.asarray(arrays["angles"]).ravel(), equispaced_angles(self.views)
+        if got.shape != want.shape or not np.allclose(got, want, atol=1e-6):
+            raise InvdiffError(
+                f"/angles in {source} are {got.size} angles, not {self.views} equispaced over"
+                " [0, pi); ct_sparse supports equispaced parallel-beam views: pass --views "
+                f"{got.size} if they are equispaced"
+            )
 
     @property
     def full_views(self) -> int:

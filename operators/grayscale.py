@@ -71,6 +71,11 @@ class Grayscale(LinearOperator):
         self.register_buffer("weights", w.to(dtype))
         self.register_buffer("decoupling", decoupling_matrix(w).to(dtype))
 
+    def baseline(self, y: Tensor) -> tuple[str, Tensor]:
+        """Return ("gray replicated", the gray image copied to every channel; A x = y when the
+        weights sum to 1)."""
+        return "gray replicated", y.expand(-1, self.image_shape[0], -1, -1).clone()
+
     @classmethod
     def example(cls, generator: torch.Generator) -> Grayscale:
         """Return a luma-weighted instance on a 3 x 37 x 31 image."""

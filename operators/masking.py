@@ -58,6 +58,21 @@ class Masking(LinearOperator):
         self.mask = check_mask(mask, self.image_shape[1:], self.name).to(self.mask)
         return self
 
+    def baseline(self, y: Tensor) -> tuple[str, Tensor]:
+        """Return ("biharmonic", the unmeasured pixels filled by biharmonic inpainting)."""
+        from invdiff.baselines import biharmonic_inpaint
+
+        return "biharmonic", biharmonic_inpaint(self, y)
+
+    def geometry(self) -> dict:
+        """Return the 0/1 mask, stored as /mask (uint8)."""
+        return {"mask": self.mask.detach().cpu().numpy().astype("uint8")}
+
+    def set_geometry(self, arrays: dict, source: str) -> None:
+        """Use a stored /mask (H x W, 0/1) instead of the one the options describe."""
+        if arrays.get("mask") is not None:
+            self.set_mask(torch.as_tensor(arrays["mask"]).float())
+
     @classmethod
     def example(cls, generator: torch.Generator) -> Masking:
         """Return a random-mask instance on a 2 x 37 x 31 image."""

@@ -153,6 +153,19 @@ class MRI(LinearOperator):
         self.inverse_weight = inv.to(self.inverse_weight)
         return self
 
+    def baseline(self, y: Tensor) -> tuple[str, Tensor]:
+        """Return ("zero-filled", the zero-filled inverse FFT: this operator's pseudo-inverse)."""
+        return "zero-filled", self.pseudo_inverse(y)
+
+    def geometry(self) -> dict:
+        """Return the 0/1 mask, stored as /mask (uint8)."""
+        return {"mask": self.mask.detach().cpu().numpy().astype("uint8")}
+
+    def set_geometry(self, arrays: dict, source: str) -> None:
+        """Use a stored /mask (H x W, 0/1) instead of the one the options describe."""
+        if arrays.get("mask") is not None:
+            self.set_mask(torch.as_tensor(arrays["mask"]).float())
+
     @classmethod
     def example(cls, generator: torch.Generator) -> MRI:
         """Return a 4x random-column instance on a 1 x 37 x 31 image."""

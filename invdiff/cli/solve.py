@@ -265,23 +265,11 @@ class SolveJob:
         return out
 
     def _geometry(self, op, data) -> None:
-        import numpy as np
-        import torch
-
-        if data.mask is not None and hasattr(op, "set_mask"):
-            mask = data.mask
-            if data.format == "fastmri":
-                mask = self._fastmri_mask(mask)
-            op.set_mask(torch.as_tensor(np.asarray(mask, dtype=np.float32)))
-        if data.angles is not None and hasattr(op, "views"):
-            want = np.arange(op.views) * np.pi / op.views
-            got = data.angles.ravel()
-            if got.shape != want.shape or not np.allclose(got, want, atol=1e-6):
-                raise InvdiffError(
-                    f"/angles in {data.path} are {got.size} angles, not {op.views} equispaced over"
-                    " [0, pi); ct_sparse supports equispaced parallel-beam views: pass --views "
-                    f"{got.size} if they are equispaced"
-                )
+        """Hand the file's geometry (/mask, /angles) to the operator, which adopts or checks it."""
+        mask = data.mask
+        if mask is not None and data.format == "fastmri":
+            mask = self._fastmri_mask(mask)
+        op.set_geometry({"mask": mask, "angles": data.angles}, str(data.path))
 
     def _fastmri_mask(self, mask):
         import numpy as np
@@ -304,14 +292,18 @@ class SolveJob:
                 raise InvdiffError(f"--simulate needs /image in {data.path}; store N x C x H x W")
             image = self._check_images(data.image, "/image", data.path)
             for k, (_, op) in enumerate(ops):
-                ys.append(_label(op, n) if _hypothesis(op) else self._measure(op, image, seed, k))
+                ys.append(
+                    op.hypothesis_labels(n)
+                    if op.time_conditional
+                    else self._measure(op, image, seed, k)
+                )
             return ys
         if data.format == "fastmri":
             data.measurements = {"mri": self._fastmri_kspace(data.measurements["mri"])}
-        measured = [spec for spec, op in ops if not _hypothesis(op)]
+        measured = [spec for spec, op in ops if not op.time_conditional]
         for spec, op in ops:
-            if _hypothesis(op):  # a class hypothesis: its "measurement" is the label
-                ys.append(_label(op, n).to(self.device))
+            if op.time_conditional:  # a class hypothesis: its "measurement" is the label
+                ys.append(op.hypothesis_labels(n).to(self.device))
                 continue
             y = data.measurements.get(spec.name)
             if y is None and len(measured) == 1:
@@ -387,7 +379,6 @@ class SolveJob:
         from rich.progress import Progress
 
         from invdiff import __version__
-        from invdiff.baselines import classical_baseline
         from invdiff.checkpoint import file_sha256
         from invdiff.guidance import strategy_options
         from invdiff.io import read_solve_input, write_datasets
@@ -430,13 +421,17 @@ class SolveJob:
                 f"{strategy} produced NaN/Inf for {src}; lower --lambda/--zeta or raise --steps"
             )
         mean = x.mean(1)
-        first = [k for k, (_, op) in enumerate(ops) if not _hypothesis(op)]
-        if first:
-            baseline_name, baseline = classical_baseline(ops[first[0]][1], ys[first[0]])
-            baseline = baseline.float().cpu().numpy()
-        else:  # hypotheses only (class-conditional sampling): no data, no classical baseline
-            baseline_name, baseline = "none (zeros)", np.zeros_like(mean)
-        out = {"reconstruction": mean, "samples": x, "baseline": baseline}
+        first = [k for k, (_, op) in enumerate(ops) if not op.time_conditional]
+        found = ops[first[0]][1].baseline(ys[first[0]]) if first else None
+        if found is not None:
+            baseline_name, baseline = found[0], found[1].float().cpu().numpy()
+        else:  # hypotheses only, or an operator without a classical method
+            baseline_name, baseline = "none", None
+        if baseline is not None and baseline.shape != mean.shape:
+            baseline_name, baseline = "none", None
+        out = {"reconstruction": mean, "samples": x}
+        if baseline is not None:
+            out["baseline"] = baseline
         if k_samples > 1:
             out["std"] = x.std(1, ddof=1)
         for (spec, _), y in zip(ops, ys, strict=True):
@@ -473,14 +468,15 @@ class SolveJob:
 
             out["ground_truth"] = truth
             for name, est in (("invdiff", mean), ("baseline", baseline)):
+                if est is None:
+                    continue
                 out[f"metrics/{name}_psnr"] = psnr(est, truth)
                 out[f"metrics/{name}_ssim"] = ssim(est, truth)
                 attrs[f"{name}_psnr_mean"] = float(out[f"metrics/{name}_psnr"].mean())
                 attrs[f"{name}_ssim_mean"] = float(out[f"metrics/{name}_ssim"].mean())
-            message += (
-                f"; PSNR {attrs['invdiff_psnr_mean']:.2f} dB (baseline {baseline_name} "
-                f"{attrs['baseline_psnr_mean']:.2f} dB)"
-            )
+            message += f"; PSNR {attrs['invdiff_psnr_mean']:.2f} dB"
+            if baseline is not None:
+                message += f" (baseline {baseline_name} {attrs['baseline_psnr_mean']:.2f} dB)"
         write_datasets(dst, out, attrs, force=True)
         if png is not None:
             self._preview(png, truth, baseline, mean, out.get("std"))
@@ -492,21 +488,9 @@ class SolveJob:
         from invdiff.images import grid, save_png
 
         rows = [] if truth is None else [truth]
-        rows += [baseline, mean]
+        rows += [mean] if baseline is None else [baseline, mean]
         if std is not None:
             rows.append(std / max(float(std.max()), 1e-12))
         n = min(len(mean), 4)
         tiles = np.stack([r[i] for i in range(n) for r in rows]).clip(0, 1)
         save_png(png, grid(tiles, ncols=len(rows)), scale=2)
-
-
-def _hypothesis(op) -> bool:
-    """Return True for time-conditional operators (a class hypothesis, not measured data)."""
-    return bool(getattr(op, "time_conditional", False))
-
-
-def _label(op, n: int):
-    """Return the label of a hypothesis operator for n slices, shape (n,)."""
-    import torch
-
-    return torch.full((n,), int(op.label), dtype=torch.long)
