@@ -442,6 +442,51 @@ STRATEGIES: dict[str, Strategy] = {
 }
 
 
+@dataclass(frozen=True)
+class Needs:
+    """What a strategy asks of every measured operator."""
+
+    linear: bool = True  # uses A^T, A^+ or a CG solve with A^T A
+    exact_pseudo_inverse: bool = False  # replaces measured coefficients exactly
+    noise: bool = False  # weighs the data by 1 / noise_std^2, so noise_std must be > 0
+
+
+#: Each strategy's requirements, checked by :func:`check_strategy` before any sampling.
+NEEDS: dict[str, Needs] = {
+    "projection": Needs(),
+    "replacement": Needs(exact_pseudo_inverse=True),
+    "noisy_likelihood": Needs(noise=True),
+    "moment": Needs(noise=True),
+    "dps": Needs(linear=False),
+    "diffpir": Needs(noise=True),
+}
+
+
+def check_strategy(strategy: str, operators: Sequence[Operator]) -> None:
+    """Raise ValueError naming the problem and a strategy that works, before any sampling."""
+    if strategy not in STRATEGIES:
+        raise ValueError(f"unknown strategy {strategy!r}; use one of {', '.join(STRATEGIES)}")
+    need = NEEDS[strategy]
+    for op in operators:
+        if op.time_conditional:
+            continue
+        if need.linear and not op.linear:
+            raise ValueError(
+                f"strategy {strategy!r} needs linear operators and {op.name!r} is not linear; "
+                "use --strategy dps"
+            )
+        if need.exact_pseudo_inverse and not op.exact_pseudo_inverse:
+            raise ValueError(
+                f"strategy {strategy!r} needs an exact pseudo-inverse, which {op.name!r} does "
+                "not have; use --strategy projection or diffpir"
+            )
+        if need.noise and op.noise_std <= 0:
+            raise ValueError(
+                f"strategy {strategy!r} needs noise_std > 0 for {op.name!r} (it weighs the data "
+                "by 1 / noise_std^2); give --noise-std, or use --strategy projection"
+            )
+
+
 #: The strategy of ``invdiff solve``, :func:`solve` and :func:`invdiff.reconstruct.reconstruct`.
 DEFAULT_STRATEGY = "diffpir"
 

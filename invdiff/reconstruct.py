@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from invdiff.guidance import DEFAULT_STRATEGY, Measurement
+from invdiff.guidance import DEFAULT_STRATEGY, Measurement, check_strategy
 from invdiff.guidance import solve as posterior
 from invdiff.operator import Operator
 from invdiff.samplers import generators_for
@@ -74,6 +74,7 @@ def reconstruct(
     """
     if samples < 1 or batch_size < 1:
         raise ValueError("samples and batch_size must be positive")
+    check_strategy(strategy, operators)
     n = len(measurements[0])
     shape = operators[0].image_shape
     pairs = [(i, j) for i in range(n) for j in range(samples)]

@@ -38,3 +38,35 @@ def test_cli_and_core_give_bit_identical_samples(tiny_model, tmp_path):
         np.testing.assert_array_equal(rec.samples.numpy(), cli)
         assert rec.nfe_per_sample == nfe == 5  # DiffPIR: steps + 1
     assert sample_seed(7, 1, 3, 2) == 7 + 1 * 3 + 2
+
+
+class Exponential(__import__("invdiff.operator", fromlist=["Operator"]).Operator):
+    """A non-linear operator, y = exp(-x) (Beer-Lambert with the identity as projector)."""
+
+    name = "exponential"
+
+    def forward(self, x):
+        self.check_input(x)
+        return torch.exp(-x)
+
+
+def test_strategies_check_their_needs_before_sampling_and_dps_takes_non_linear_operators(
+    tiny_model,
+):
+    import pytest
+
+    model, config = load_model(tiny_model)
+    prior = data_range_prior(model, config, clip=True)
+    op = Exponential((1, 16, 16))
+    y = op.measure(torch.full((1, 1, 16, 16), 0.5), torch.Generator().manual_seed(0))
+    with pytest.raises(ValueError, match="not linear; use --strategy dps"):
+        reconstruct(prior, model.sde, [op], [y])
+    rec = reconstruct(prior, model.sde, [op], [y], strategy="dps", options={"steps": 3})
+    assert rec.samples.shape == (1, 1, 1, 16, 16) and torch.isfinite(rec.samples).all()
+    assert op.baseline(y) is None  # no classical method: solve then writes none
+    masking = build_registry(make_plugin_manager())["masking"].create((1, 16, 16), noise_std=0.0)
+    with pytest.raises(ValueError, match="noise_std > 0"):
+        reconstruct(prior, model.sde, [masking], [masking(y)], strategy="diffpir")
+    with pytest.raises(ValueError, match="exact pseudo-inverse"):
+        ct = build_registry(make_plugin_manager())["ct_sparse"].create((1, 16, 16))
+        reconstruct(prior, model.sde, [ct], [ct(y)], strategy="replacement")
