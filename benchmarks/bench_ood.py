@@ -24,6 +24,7 @@ import os
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch: libgomp spin-waits otherwise
 
 import argparse  # noqa: E402
+import json  # noqa: E402
 import resource  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
@@ -39,6 +40,7 @@ from common import machine, write_results  # noqa: E402
 from invdiff.baselines import fista_tv, lipschitz_constant  # noqa: E402
 from invdiff.checkpoint import load_model, resolve_model  # noqa: E402
 from invdiff.guidance import strategy_options  # noqa: E402
+from invdiff.io import atomic_path  # noqa: E402
 from invdiff.metrics import SSIM_CONVENTION, psnr, ssim  # noqa: E402
 from invdiff.plugins import build_registry, make_plugin_manager  # noqa: E402
 from invdiff.reconstruct import reconstruct  # noqa: E402
@@ -139,6 +141,47 @@ def uncertainty(samples: np.ndarray, truth: np.ndarray) -> dict:
     return {"coverage90": inside, "std_err_corr": corr}
 
 
+def tv_scores(task: str, size: int, names: list[str], op, ys, truths, args) -> dict:
+    """Return the baseline and FISTA-TV scores of one group, from ``--tv-cache`` when it holds
+    this exact computation (task, size, images, iterations, seed), else computed and cached."""
+    key = f"{task}|{size}|{','.join(names)}|{args.fista_iters}|{args.seed}"
+    cache = (
+        json.loads(Path(args.tv_cache).read_text())
+        if args.tv_cache and Path(args.tv_cache).exists()
+        else {}
+    )
+    if key in cache:
+        return cache[key]
+    n_val = len(VAL)
+    t0 = time.perf_counter()
+    tv = tv_rows(op, ys, truths, n_val, args.fista_iters)
+    secs = (time.perf_counter() - t0) / len(ys)
+    label, base = op.baseline(ys[n_val:])
+    out = {
+        "baseline": label,
+        "tv_val_weight": tv["val_weight"],
+        "seconds_tv_grid": secs,
+        "images": [],
+    }
+    for i in range(len(names)):
+        truth = truths[n_val + i : n_val + i + 1].numpy()
+        est = {
+            label: base[i : i + 1].float().numpy(),
+            "FISTA-TV (val-tuned)": tv["val_x"][i : i + 1],
+            "FISTA-TV (per-image best)": tv["oracle_x"][i : i + 1],
+        }
+        row = {"tv_image_weight": float(tv["oracle_w"][i])}
+        for k, x in est.items():
+            row[f"psnr {k}"] = float(psnr(x, truth)[0])
+            row[f"ssim {k}"] = float(ssim(x, truth)[0])
+        out["images"].append(row)
+    if args.tv_cache:
+        cache[key] = out
+        with atomic_path(args.tv_cache) as tmp:
+            tmp.write_text(json.dumps(cache, indent=1))
+    return out
+
+
 def run_group(task: str, size: int, names: list[str], model, config, registry, args) -> list:
     """Evaluate every image of one (task, size): shared operator, TV grid and validation set."""
     name, params = TASKS[task]
@@ -146,37 +189,31 @@ def run_group(task: str, size: int, names: list[str], model, config, registry, a
     images = [ood_images.load(n, size) for n in (*VAL, *names)]
     truths = torch.as_tensor(np.concatenate(images))
     ys = measure(op, truths, args.seed)
-    t0 = time.perf_counter()
-    tv = tv_rows(op, ys, truths, len(VAL), args.fista_iters)
-    tv_secs = (time.perf_counter() - t0) / len(ys)
-    label, base = op.baseline(ys[len(VAL) :])
+    tv = tv_scores(task, size, names, op, ys, truths, args)
+    if model is None:  # --tv-only
+        return []
     samples, secs = invdiff_rows(model, config, op, ys[len(VAL) :], args)
     rows = []
     for i, img in enumerate(names):
         truth = truths[len(VAL) + i : len(VAL) + i + 1].numpy()
-        est = {
-            label: base[i : i + 1].float().numpy(),
-            "FISTA-TV (val-tuned)": tv["val_x"][i : i + 1],
-            "FISTA-TV (per-image best)": tv["oracle_x"][i : i + 1],
-            "invdiff": samples[i].mean(0, keepdims=True),
-        }
+        mean = samples[i].mean(0, keepdims=True)
         row = {
             "task": task,
             "image": img,
             "size": size,
-            "baseline": label,
-            "tv_val_weight": tv["val_weight"],
-            "tv_image_weight": float(tv["oracle_w"][i]),
+            "baseline": tv["baseline"],
+            "tv_val_weight": tv["tv_val_weight"],
             "seconds_invdiff": secs,
-            "seconds_tv_grid": tv_secs,
+            "seconds_tv_grid": tv["seconds_tv_grid"],
+            **tv["images"][i],
+            "psnr invdiff": float(psnr(mean, truth)[0]),
+            "ssim invdiff": float(ssim(mean, truth)[0]),
         }
-        for k, x in est.items():
-            row[f"psnr {k}"] = float(psnr(x, truth)[0])
-            row[f"ssim {k}"] = float(ssim(x, truth)[0])
         row.update(uncertainty(samples[i], truth[0]))
         rows.append(row)
+        keys = (tv["baseline"], "FISTA-TV (val-tuned)", "FISTA-TV (per-image best)", "invdiff")
         print(
-            f"{task} {img} {size}: " + ", ".join(f"{k} {row[f'psnr {k}']:.2f}" for k in est),
+            f"{task} {img} {size}: " + ", ".join(f"{k} {row[f'psnr {k}']:.2f}" for k in keys),
             flush=True,
         )
     return rows
@@ -260,12 +297,13 @@ def main() -> None:
     ap.add_argument("--max-size", type=int, default=256)
     ap.add_argument("--quick", action="store_true", help="one image per task (smoke test)")
     ap.add_argument("--name", default="ood")
+    ap.add_argument("--tv-cache", default="", help="JSON file reusing FISTA-TV results across runs")
+    ap.add_argument("--tv-only", action="store_true", help="compute (and cache) FISTA-TV only")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     given = {"steps": args.steps, "lam": args.lam, "zeta": args.zeta}
     args.options = {k: v for k, v in given.items() if v is not None}
-    path = resolve_model(args.model)
-    model, config = load_model(path)
+    model, config = load_model(resolve_model(args.model))
     registry = build_registry(make_plugin_manager())
     suite = QUICK if args.quick else SUITE
     groups: dict[tuple[str, int], list[str]] = {}
@@ -278,8 +316,12 @@ def main() -> None:
         ood_images.check_heldout(img, config)
     t0, rows, peak = time.perf_counter(), [], {}
     for (task, size), names in sorted(groups.items(), key=lambda kv: kv[0][1]):
-        rows += run_group(task, size, names, model, config, registry, args)
+        rows += run_group(
+            task, size, names, None if args.tv_only else model, config, registry, args
+        )
         peak[str(size)] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    if args.tv_only:
+        return
     report = {
         "args": {k: v for k, v in vars(args).items() if k != "options"}
         | {"model": str(args.model)},

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import re
 import statistics
 import time
 from collections.abc import Callable
@@ -42,12 +43,21 @@ def median_ms(fn: Callable[[], object], repeats: int, warmup: int = 3) -> float:
     return 1e3 * statistics.median(times)
 
 
+_ABSOLUTE = re.compile(r"(?<![\w.:/])/(?:[\w.+-]+/)+([\w.+-]+)")
+
+
+def portable(text: str) -> str:
+    """Replace absolute paths by <path>/NAME: committed results name no machine's folders."""
+    return _ABSOLUTE.sub(r"<path>/\1", text)
+
+
 def write_results(name: str, report: dict, markdown: str) -> None:
-    """Write results/NAME.json and results/NAME.md (atomically)."""
+    """Write results/NAME.json and results/NAME.md (atomically), absolute paths made portable."""
     from invdiff.io import atomic_path
 
     RESULTS.mkdir(exist_ok=True)
-    for suffix, text in ((".json", json.dumps(report, indent=1) + "\n"), (".md", markdown)):
+    texts = ((".json", json.dumps(report, indent=1) + "\n"), (".md", markdown))
+    for suffix, text in ((sfx, portable(t)) for sfx, t in texts):
         with atomic_path(RESULTS / f"{name}{suffix}") as tmp:
             tmp.write_text(text)
     print(f"wrote {RESULTS / name}.json and .md")

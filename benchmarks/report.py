@@ -1,8 +1,8 @@
 """Assemble the top-level BENCHMARKS.md from the Markdown each benchmark script wrote.
 
-Every ``benchmarks/results/*.md`` present is included, known ones first (engine, operators,
-baselines, harness), the rest alphabetically; files named ``*_tiny.md`` (CI smoke runs) are left
-out. Headings are demoted one level and relative links are rewritten to point into
+One section per benchmark, its newest run (``CURRENT``, in that order); the other results files
+(older runs, searches) stay in ``benchmarks/results/`` and are listed at the end; files named
+``*_tiny.md`` (CI smoke runs) are left out. Headings are demoted one level and relative links are rewritten to point into
 ``benchmarks/results/``. Nothing here computes or types a number: the scripts that produced the
 results did, and each section names its command.
 
@@ -17,7 +17,17 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = Path(__file__).resolve().parent / "results"
-ORDER = ("engine", "operators", "baselines", "harness")
+#: The newest run of each benchmark, in report order (file stems in benchmarks/results/).
+CURRENT = (
+    "ood",
+    "engine",
+    "operators",
+    "baselines",
+    "harness_200nfe",
+    "samples",
+    "classifier_heldout",
+    "colorization",
+)
 
 HEADER = """# Benchmarks
 
@@ -31,11 +41,11 @@ see its section for the exact command, machine and settings of the run shown.
 _LINK = re.compile(r"(\]\()(?!https?://|/|#)([^)]+)(\))")
 
 
-def sections(results: Path) -> list[Path]:
-    """Return the result Markdown files to include, in report order."""
+def sections(results: Path) -> tuple[list[Path], list[Path]]:
+    """Return (the newest result of each benchmark in report order, the other result files)."""
     files = {p.stem: p for p in results.glob("*.md") if not p.stem.endswith("_tiny")}
-    known = [files.pop(name) for name in ORDER if name in files]
-    return known + [files[name] for name in sorted(files)]
+    current = [files.pop(name) for name in CURRENT if name in files]
+    return current, [files[name] for name in sorted(files)]
 
 
 def rebase(text: str, prefix: str) -> str:
@@ -48,8 +58,12 @@ def assemble(results: Path = RESULTS, root: Path = ROOT) -> str:
     """Return the text of BENCHMARKS.md."""
     prefix = results.resolve().relative_to(root.resolve()).as_posix()
     parts = [HEADER]
-    for path in sections(results):
+    current, older = sections(results)
+    for path in current:
         parts.append(f"<!-- from {prefix}/{path.name} -->\n" + rebase(path.read_text(), prefix))
+    if older:
+        links = ", ".join(f"[{p.stem}]({prefix}/{p.name})" for p in older)
+        parts.append(f"## Older runs and searches\n\nKept as files, not repeated here: {links}.")
     return "\n".join(part.rstrip() + "\n" for part in parts)
 
 
