@@ -3,8 +3,8 @@
 One section per benchmark, its newest run (``CURRENT``, in that order); the other results files
 (older runs, searches) stay in ``benchmarks/results/`` and are listed at the end; files named
 ``*_tiny.md`` (CI smoke runs) are left out. Headings are demoted one level and relative links
-are rewritten to point into ``benchmarks/results/``. Nothing here computes or types a number: the scripts that produced the
-results did, and each section names its command.
+are rewritten to point into ``benchmarks/results/``. Nothing here computes or types a number:
+the scripts that produced the results did, and each section names its command.
 
     python benchmarks/report.py [--out BENCHMARKS.md]
 """
