@@ -57,7 +57,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from bench_samples import plausible_area, stats  # noqa: E402
 from common import RESULTS, machine, write_results  # noqa: E402
 
-from invdiff.checkpoint import default_model_path, file_sha256, load_model  # noqa: E402
+from invdiff.checkpoint import file_sha256, load_model, resolve_model  # noqa: E402
 from invdiff.classifier import accuracy, load_classifier  # noqa: E402
 from invdiff.guidance import Measurement, solve  # noqa: E402
 from invdiff.images import grid, save_png  # noqa: E402
@@ -346,7 +346,7 @@ def main() -> None:
         merge(args.merge, args.name, args.note)
         return
     torch.set_num_threads(args.threads)
-    model_path = args.model or default_model_path()
+    model_path = args.model or resolve_model("phantom64")  # the classifier's model
     model, model_cfg = load_model(model_path)
     model = data_range_prior(model, model_cfg, args.clip)  # as `invdiff solve` samples
     clf, clf_cfg = load_classifier(args.classifier or None)

@@ -38,7 +38,7 @@ import ood_images  # noqa: E402
 from common import machine, write_results  # noqa: E402
 
 from invdiff.baselines import fista_tv, lipschitz_constant  # noqa: E402
-from invdiff.checkpoint import load_model, resolve_model  # noqa: E402
+from invdiff.checkpoint import file_sha256, load_model, resolve_model  # noqa: E402
 from invdiff.guidance import strategy_options  # noqa: E402
 from invdiff.io import atomic_path  # noqa: E402
 from invdiff.metrics import SSIM_CONVENTION, psnr, ssim  # noqa: E402
@@ -145,13 +145,10 @@ def tv_scores(task: str, size: int, names: list[str], op, ys, truths, args) -> d
     """Return the baseline and FISTA-TV scores of one group, from ``--tv-cache`` when it holds
     this exact computation (task, size, images, iterations, seed), else computed and cached."""
     key = f"{task}|{size}|{','.join(names)}|{args.fista_iters}|{args.seed}"
-    cache = (
-        json.loads(Path(args.tv_cache).read_text())
-        if args.tv_cache and Path(args.tv_cache).exists()
-        else {}
-    )
-    if key in cache:
-        return cache[key]
+    return _cached(args.tv_cache, key, lambda: _tv_compute(names, op, ys, truths, args))
+
+
+def _tv_compute(names, op, ys, truths, args) -> dict:
     n_val = len(VAL)
     t0 = time.perf_counter()
     tv = tv_rows(op, ys, truths, n_val, args.fista_iters)
@@ -175,11 +172,55 @@ def tv_scores(task: str, size: int, names: list[str], op, ys, truths, args) -> d
             row[f"psnr {k}"] = float(psnr(x, truth)[0])
             row[f"ssim {k}"] = float(ssim(x, truth)[0])
         out["images"].append(row)
-    if args.tv_cache:
-        cache[key] = out
-        with atomic_path(args.tv_cache) as tmp:
-            tmp.write_text(json.dumps(cache, indent=1))
     return out
+
+
+def _cached(path: str, key: str, compute):
+    """Return cache[key] from the JSON file ``path`` or compute, store and return it."""
+    cache = json.loads(Path(path).read_text()) if path and Path(path).exists() else {}
+    if key in cache:
+        return cache[key]
+    value = compute()
+    if path:
+        cache = json.loads(Path(path).read_text()) if Path(path).exists() else {}
+        cache[key] = value
+        with atomic_path(path) as tmp:
+            tmp.write_text(json.dumps(cache, indent=1))
+    return value
+
+
+def invdiff_scores(task, size, names, op, ys, truths, model, config, args) -> list[dict]:
+    """Return per-image invdiff scores (mean of the samples, uncertainty, time), cached under
+    the model's SHA-256, strategy, options, samples and seed when ``--invdiff-cache`` is given."""
+    key = "|".join(
+        [
+            args.model_sha256,
+            task,
+            str(size),
+            ",".join(names),
+            args.strategy,
+            json.dumps(args.options, sort_keys=True),
+            str(args.samples),
+            str(args.seed),
+        ]
+    )
+
+    def compute() -> list[dict]:
+        samples, secs = invdiff_rows(model, config, op, ys[len(VAL) :], args)
+        out = []
+        for i in range(len(names)):
+            truth = truths[len(VAL) + i : len(VAL) + i + 1].numpy()
+            mean = samples[i].mean(0, keepdims=True)
+            row = {
+                "seconds_invdiff": secs,
+                "psnr invdiff": float(psnr(mean, truth)[0]),
+                "ssim invdiff": float(ssim(mean, truth)[0]),
+            }
+            row.update(uncertainty(samples[i], truth[0]))
+            out.append(row)
+        return out
+
+    return _cached(args.invdiff_cache, key, compute)
 
 
 def run_group(task: str, size: int, names: list[str], model, config, registry, args) -> list:
@@ -189,27 +230,25 @@ def run_group(task: str, size: int, names: list[str], model, config, registry, a
     images = [ood_images.load(n, size) for n in (*VAL, *names)]
     truths = torch.as_tensor(np.concatenate(images))
     ys = measure(op, truths, args.seed)
-    tv = tv_scores(task, size, names, op, ys, truths, args)
-    if model is None:  # --tv-only
+    if args.invdiff_only:
+        invdiff_scores(task, size, names, op, ys, truths, model, config, args)
         return []
-    samples, secs = invdiff_rows(model, config, op, ys[len(VAL) :], args)
+    tv = tv_scores(task, size, names, op, ys, truths, args)
+    if args.tv_only:
+        return []
+    ours = invdiff_scores(task, size, names, op, ys, truths, model, config, args)
     rows = []
     for i, img in enumerate(names):
-        truth = truths[len(VAL) + i : len(VAL) + i + 1].numpy()
-        mean = samples[i].mean(0, keepdims=True)
         row = {
             "task": task,
             "image": img,
             "size": size,
             "baseline": tv["baseline"],
             "tv_val_weight": tv["tv_val_weight"],
-            "seconds_invdiff": secs,
             "seconds_tv_grid": tv["seconds_tv_grid"],
             **tv["images"][i],
-            "psnr invdiff": float(psnr(mean, truth)[0]),
-            "ssim invdiff": float(ssim(mean, truth)[0]),
+            **ours[i],
         }
-        row.update(uncertainty(samples[i], truth[0]))
         rows.append(row)
         keys = (tv["baseline"], "FISTA-TV (val-tuned)", "FISTA-TV (per-image best)", "invdiff")
         print(
@@ -299,11 +338,15 @@ def main() -> None:
     ap.add_argument("--name", default="ood")
     ap.add_argument("--tv-cache", default="", help="JSON file reusing FISTA-TV results across runs")
     ap.add_argument("--tv-only", action="store_true", help="compute (and cache) FISTA-TV only")
+    ap.add_argument("--invdiff-cache", default="", help="JSON file reusing invdiff results")
+    ap.add_argument("--invdiff-only", action="store_true", help="compute (and cache) invdiff only")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     given = {"steps": args.steps, "lam": args.lam, "zeta": args.zeta}
     args.options = {k: v for k, v in given.items() if v is not None}
-    model, config = load_model(resolve_model(args.model))
+    path = resolve_model(args.model)
+    model, config = load_model(path)
+    args.model_sha256 = file_sha256(path)
     registry = build_registry(make_plugin_manager())
     suite = QUICK if args.quick else SUITE
     groups: dict[tuple[str, int], list[str]] = {}
@@ -320,7 +363,7 @@ def main() -> None:
             task, size, names, None if args.tv_only else model, config, registry, args
         )
         peak[str(size)] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    if args.tv_only:
+    if args.tv_only or args.invdiff_only:
         return
     report = {
         "args": {k: v for k, v in vars(args).items() if k != "options"}

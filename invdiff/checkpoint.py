@@ -23,7 +23,7 @@ from invdiff.sde import sde_from_config
 
 MODEL_FORMAT = "invdiff-score-model/1"
 STATE_FORMAT = "invdiff-train-state/1"
-DEFAULT_MODEL = "phantom64.pt"
+DEFAULT_MODEL = "general.pt"
 
 
 def default_model_path() -> Path:

@@ -123,7 +123,8 @@ class Classifier(Operator):
         if sde.config() != self.clf.sde.config():
             raise ValueError(
                 f"classifier was trained for the SDE {self.clf.sde.config()} but the model uses "
-                f"{sde.config()}; train one with `invdiff train-classifier --model MODEL`"
+                f"{sde.config()}; use the model it was trained with (the shipped lesion "
+                "classifier: --model phantom64) or `invdiff train-classifier --model MODEL`"
             )
 
     def extra_repr(self) -> str:

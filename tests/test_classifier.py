@@ -221,7 +221,17 @@ def test_classifier_checkpoint_errors_are_one_line(
         assert_user_error(result, words)
     # A classifier for another image size is refused before sampling.
     result = runner.invoke(
-        app, ["solve", "--operator", "classifier", "--classifier", tiny_classifier, tiny_data]
+        app,
+        [
+            "solve",
+            "--model",
+            "phantom64",
+            "--operator",
+            "classifier",
+            "--classifier",
+            tiny_classifier,
+            tiny_data,
+        ],
     )
     assert_user_error(result, "trained on 1x16x16")
     result = runner.invoke(
@@ -287,11 +297,11 @@ def test_twins_file_trains_paired_and_unpaired_labels_are_refused(tmp_path, tiny
     reason="no lesion classifier is shipped",
 )
 def test_shipped_lesion_classifier_fits_the_shipped_model_and_sees_lesions():
-    from invdiff.checkpoint import default_model_path, file_sha256
+    from invdiff.checkpoint import file_sha256, resolve_model
     from invdiff.phantoms import SPLIT_SEEDS, lesion_twins
 
     clf, config = load_classifier()
-    assert config["model"]["sha256"] == file_sha256(default_model_path())
+    assert config["model"]["sha256"] == file_sha256(resolve_model("phantom64"))
     present, absent, _ = lesion_twins(16, 64, SPLIT_SEEDS["test"])
     t = torch.full((16,), clf.sde.t_min)
     with torch.no_grad():

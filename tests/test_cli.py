@@ -149,4 +149,4 @@ def test_default_model_is_used_without_model(tmp_path):
     r = invoke("sample", "--n", 1, "--steps", 2, "--out", tmp_path / "d.h5", "--no-progress")
     assert r.exit_code == 0, r.output
     with h5py.File(tmp_path / "d.h5") as f:
-        assert f["samples"].shape == (1, 1, 64, 64)
+        assert f["samples"].shape == (1, 1, 64, 64)  # any-size default model: 64 by default

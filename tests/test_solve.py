@@ -31,7 +31,7 @@ def truth64():
     return make_phantoms(2, 64, seed=2)[0]
 
 
-FAST = ["--steps", "12", "--samples", "2", "--no-progress", "--threads", "2"]
+FAST = ["--steps", "24", "--samples", "2", "--no-progress", "--threads", "2", "--image-size", "64"]
 
 
 @pytest.mark.parametrize(
@@ -81,9 +81,9 @@ def test_metadata_round_trip_and_input_untouched(tmp_path, truth64):
     with h5py.File(out) as f:
         a = dict(f.attrs)
         assert json.loads(a["operators"]) == [{"name": "ct_sparse", "views": 8, "noise_std": 0.02}]
-        assert a["strategy"] == "diffpir" and json.loads(a["strategy_options"])["steps"] == 12
+        assert a["strategy"] == "diffpir" and json.loads(a["strategy_options"])["steps"] == 24
         assert a["seed"] == 5 and a["samples_per_slice"] == 2 and a["device"] == "cpu"
-        assert len(a["model_sha256"]) == 64 and a["nfe_per_sample"] == 13
+        assert len(a["model_sha256"]) == 64 and a["nfe_per_sample"] == 25
         assert a["invdiff_version"] and a["wall_time_s"] > 0
         measurement = f["measurement"][:]
     # The written measurement solves again from the file alone (operator stored with it).
@@ -178,7 +178,7 @@ def test_fastmri_layout(tmp_path, truth64):
 def test_bad_inputs(tmp_path, truth64):
     out = tmp_path / "o.h5"
     ok = write(tmp_path / "ok.h5", image=truth64[:1])
-    ct = ["--operator", "ct_sparse", "--views", "23"]
+    ct = ["--image-size", "64", "--operator", "ct_sparse", "--views", "23"]
     cases = [
         (["solve", *ct, tmp_path / "missing.h5"], ["not found"]),
         (["solve", *ct, write(tmp_path / "empty.h5", other=np.zeros(3))], ["/measurement"]),
@@ -202,7 +202,7 @@ def test_bad_inputs(tmp_path, truth64):
                 "--simulate",
                 write(tmp_path / "size.h5", image=np.zeros((1, 1, 32, 32))),
             ],
-            ["model expects"],
+            ["--image-size 64 disagrees", "32 x 32"],
         ),
         (
             ["solve", *ct, write(tmp_path / "nan.h5", measurement=np.full((1, 1, 23, 91), np.nan))],
@@ -211,6 +211,8 @@ def test_bad_inputs(tmp_path, truth64):
         (
             [
                 "solve",
+                "--image-size",
+                "64",
                 "--operator",
                 "mri",
                 write(tmp_path / "real.h5", measurement=np.zeros((1, 1, 64, 64))),
@@ -284,10 +286,22 @@ def test_lodopab_layout_takes_geometry_from_options(tmp_path, truth64):
     op = CTSparse((1, 64, 64), views=23, detectors=91, noise_std=0.0)
     sino = op(torch.as_tensor(truth64[:1]))[:, 0].numpy()
     src = write(tmp_path / "observation_test_000.hdf5", data=sino)
-    args = ["solve", "--operator", "ct_sparse", "--views", "23", "--detectors", "91", src]
+    args = ["solve", "--image-size", "64", "--operator", "ct_sparse", "--views", "23"]
+    args += ["--detectors", "91", src]
     r = invoke(*args, "--out", tmp_path / "o.h5", *FAST)
     assert r.exit_code == 0, r.output
     with h5py.File(tmp_path / "o.h5") as f:
         assert f.attrs["input_format"] == "lodopab" and f["reconstruction"].shape == (1, 1, 64, 64)
-    r = invoke("solve", "--operator", "ct_sparse", "--views", "30", src, "--out", tmp_path / "p.h5")
+    r = invoke(
+        "solve",
+        "--image-size",
+        "64",
+        "--operator",
+        "ct_sparse",
+        "--views",
+        "30",
+        src,
+        "--out",
+        tmp_path / "p.h5",
+    )
     assert_user_error(r, "shape", "--views")

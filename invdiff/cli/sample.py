@@ -45,6 +45,9 @@ def sample(
     threads: int = typer.Option(0, help="CPU threads for torch (0: torch's default)."),
     force: bool = typer.Option(False, "--force", help="Overwrite existing outputs."),
     progress: bool = typer.Option(True, help="Show a progress bar."),
+    image_size: int | None = typer.Option(
+        None, "--image-size", help="Side of the samples (any-size models; default 64)."
+    ),
 ) -> None:
     """Draw samples with a PC sampler or the probability-flow ODE.
 
@@ -83,7 +86,15 @@ def sample(
     model_path = resolve_model(model)
     score_model, config = load_model(model_path, dev)
     prior = data_range_prior(score_model, config, clip)
-    shape = (config["image"]["channels"], config["image"]["size"], config["image"]["size"])
+    image = config["image"]
+    side = image["size"]
+    if image.get("any_size"):
+        side = image_size or 64
+    elif image_size not in (None, side):
+        raise InvdiffError(f"--image-size: this model makes {side} x {side} images only")
+    if not 8 <= side <= 4096:
+        raise InvdiffError(f"--image-size must lie in [8, 4096], got {side}")
+    shape = (image["channels"], side, side)
     guidance = {}  # what records a class-conditional run in the output's attributes
     if label is not None:
         prior, guidance = class_guided(prior, score_model.sde, shape, label, scale, classifier, dev)

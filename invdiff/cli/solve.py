@@ -221,23 +221,34 @@ class SolveJob:
         """Return (C, H, W) of the images to reconstruct from ``data``.
 
         A fixed-size model reconstructs its own size. A model trained on crops (image.any_size)
-        takes the size from /image (--simulate), /ground_truth or /mask, else --image-size.
+        takes the size from /image (--simulate), /ground_truth or /mask, or from --image-size,
+        which must then agree with them.
         """
         image = self.config["image"]
         if not image.get("any_size"):
             return self.shape
-        c = image["channels"]
+        if simulate and data.image is None:
+            raise InvdiffError(f"--simulate needs /image in {data.path}; store N x C x H x W")
+        c, found = image["channels"], None
         for arr in (data.image if simulate else None, data.ground_truth):
-            if arr is not None and arr.ndim == 4:
-                return (c, *arr.shape[-2:])
-        if data.mask is not None and data.format != "fastmri":
-            return (c, *data.mask.shape[-2:])
+            if found is None and arr is not None and arr.ndim == 4:
+                found = tuple(arr.shape[-2:])
+        if found is None and data.mask is not None and data.format != "fastmri":
+            found = tuple(data.mask.shape[-2:])
         if self.image_size:
-            return (c, self.image_size, self.image_size)
-        raise InvdiffError(
-            f"{data.path} does not show the image size (no /ground_truth or /mask); "
-            "pass --image-size N"
-        )
+            side = (self.image_size, self.image_size)
+            if found is not None and found != side:
+                raise InvdiffError(
+                    f"--image-size {self.image_size} disagrees with {data.path}, whose images are "
+                    f"{found[0]} x {found[1]}; drop --image-size"
+                )
+            return (c, *side)
+        if found is None:
+            raise InvdiffError(
+                f"{data.path} does not show the image size (no /ground_truth or /mask); "
+                "pass --image-size N"
+            )
+        return (c, *found)
 
     # Operators and measurements ------------------------------------------------------------
 
@@ -385,6 +396,10 @@ class SolveJob:
         from invdiff.reconstruct import SEED_SCHEME, reconstruct
 
         data = read_solve_input(src)
+        if not self.specs and data.operator is None:
+            raise InvdiffError(
+                f"{data.path} does not say how it was measured; pass --operator NAME"
+            )
         self.shape = self.image_shape(data, simulate)
         if data.ground_truth is not None:
             self._check_images(data.ground_truth, "/ground_truth", src)

@@ -74,7 +74,8 @@ def train_classifier(
         raise InvdiffError(f"/labels in {data} must hold at least two classes >= 0, got {classes}")
     n, c, h, w = images.shape
     image = model_cfg["image"]
-    if (c, h, w) != (image["channels"], image["size"], image["size"]):
+    fixed = not image.get("any_size")
+    if c != image["channels"] or (fixed and (h, w) != (image["size"], image["size"])):
         raise InvdiffError(
             f"images in {data} are {c}x{h}x{w} but the model expects "
             f"{image['channels']}x{image['size']}x{image['size']}; use matching data or --model"
