@@ -169,12 +169,23 @@ def build_registry(pm: pluggy.PluginManager) -> Registry:
         if impl.hookwrapper or impl.wrapper:
             continue
         info = _info(pm, impl.plugin_name)
+        mine: list[OperatorEntry] = []
 
-        def register(cls: type, _info: PluginInfo = info) -> None:
+        def register(cls: type, _info: PluginInfo = info, _mine: list = mine) -> None:
             validate_operator_class(cls, _info.name)
-            entries.append(OperatorEntry(cls.name, cls, _info.name, _info.package, _info.version))
+            _mine.append(OperatorEntry(cls.name, cls, _info.name, _info.package, _info.version))
 
-        impl.function(register=register)
+        try:
+            impl.function(register=register)
+        except Exception as err:  # a broken plugin is skipped; the others keep working
+            warnings.warn(
+                f"invdiff plugin {info.name!r} (from {info.package}) failed in register_operators "
+                f"and is skipped: {type(err).__name__}: {err}",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+            continue
+        entries.extend(mine)
     return Registry(entries)
 
 

@@ -100,14 +100,29 @@ def test_plugin_that_fails_to_import_warns_and_the_rest_keep_working(monkeypatch
     ],
 )
 def test_registration_is_validated_and_names_the_plugin(cls_attrs, message):
+    """A plugin breaking the contract is reported by name and skipped; the rest keep working."""
     bad = type("Bad", (Scale,), cls_attrs)
-    with pytest.raises(InvdiffError, match=f"'sloppy'.*{message}"):
-        registry_of(sloppy=plugin(bad))
+    with pytest.warns(RuntimeWarning, match=f"'sloppy'.*{message}"):
+        registry = registry_of(sloppy=plugin(bad), fine=plugin(Scale))
+    assert "scale" in registry and registry["scale"].plugin == "fine"
 
 
 def test_registering_a_non_operator_is_refused():
-    with pytest.raises(InvdiffError, match="not a subclass"):
+    with pytest.warns(RuntimeWarning, match="not a subclass"):
         registry_of(sloppy=plugin(dict))
+
+
+def test_a_plugin_whose_hook_raises_is_skipped_and_builtins_keep_working():
+    class Raising:
+        @hookspecs.hookimpl
+        def register_operators(self, register):
+            register(Scale)  # registered, then the hook fails: nothing of it is kept
+            raise RuntimeError("boom")
+
+    pm = make_plugin_manager(plugins=[("raising", Raising())])
+    with pytest.warns(RuntimeWarning, match="'raising'.*RuntimeError: boom"):
+        registry = build_registry(pm)
+    assert BUILTINS <= set(registry) and "scale" not in registry
 
 
 def test_unknown_operator_suggests_a_close_name():
