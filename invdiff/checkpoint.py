@@ -53,8 +53,37 @@ def resolve_model(name_or_path: str | Path | None) -> Path:
     return path
 
 
+CHECKSUM_KEY = "tensor_sha256"
+
+
+def tensor_digest(obj: Any) -> str:
+    """Return the SHA-256 of every tensor and plain value in ``obj`` (nested dicts and lists,
+    keys sorted), so a checkpoint whose bytes changed after it was written is detected even where
+    the file format itself does not check them."""
+    h = hashlib.sha256()
+
+    def walk(o: Any, where: str) -> None:
+        if isinstance(o, dict):
+            for k in sorted(o, key=str):
+                if k != CHECKSUM_KEY:
+                    walk(o[k], f"{where}/{k}")
+        elif isinstance(o, list | tuple):
+            for i, v in enumerate(o):
+                walk(v, f"{where}/{i}")
+        elif isinstance(o, torch.Tensor):
+            t = o.detach().cpu().contiguous().reshape(-1)
+            h.update(f"{where}:{t.dtype}:{tuple(o.shape)}".encode())
+            h.update(t.view(torch.uint8).numpy().tobytes())
+        else:
+            h.update(f"{where}={o!r}".encode())
+
+    walk(obj, "")
+    return h.hexdigest()
+
+
 def save(path: str | Path, payload: dict[str, Any]) -> None:
-    """Write ``payload`` with torch.save, atomically."""
+    """Write ``payload`` with torch.save, atomically, with a checksum of its contents."""
+    payload = {**payload, CHECKSUM_KEY: tensor_digest(payload)}
     with atomic_path(path) as tmp:
         torch.save(payload, tmp)
 
@@ -74,6 +103,12 @@ def load(path: str | Path, fmt: str, map_location: str | torch.device = "cpu") -
         ) from None
     if not isinstance(payload, dict) or payload.get("format") != fmt:
         raise InvdiffError(f"{path} is not an {fmt} checkpoint; pass a file written by invdiff")
+    stored = payload.pop(CHECKSUM_KEY, None)  # files written before checksums have none
+    if stored is not None and stored != tensor_digest(payload):
+        raise InvdiffError(
+            f"checkpoint {path} is corrupt: its contents do not match their checksum; "
+            "re-create or restore it"
+        )
     try:
         payload["config"] = json.loads(payload["config"])
     except (KeyError, TypeError, json.JSONDecodeError):
