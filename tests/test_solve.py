@@ -80,7 +80,9 @@ def test_metadata_round_trip_and_input_untouched(tmp_path, truth64):
     assert png.read_bytes()[:4] == b"\x89PNG"
     with h5py.File(out) as f:
         a = dict(f.attrs)
-        assert json.loads(a["operators"]) == [{"name": "ct_sparse", "views": 8, "noise_std": 0.02}]
+        assert json.loads(a["operators"]) == [
+            {"name": "ct_sparse", "views": 8, "noise_std": 0.02, "detectors": 0}
+        ]
         assert a["strategy"] == "diffpir" and json.loads(a["strategy_options"])["steps"] == 24
         assert a["seed"] == 5 and a["samples_per_slice"] == 2 and a["device"] == "cpu"
         assert len(a["model_sha256"]) == 64 and a["nfe_per_sample"] == 25

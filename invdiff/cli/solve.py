@@ -97,7 +97,9 @@ def solve(
         None, "--out", help="Output HDF5 (one input) or folder (several); default INPUT_invdiff.h5."
     ),
     png: Path | None = typer.Option(
-        None, "--png", help="Preview: baseline, mean, std (one input)."
+        None,
+        "--png",
+        help="Preview PNG, one row per slice: truth (when known), baseline, mean, std.",
     ),
     model: str | None = typer.Option(
         None, "--model", help="Shipped model name (e.g. phantom64) or checkpoint path."
@@ -272,7 +274,8 @@ class SolveJob:
             entry = self.registry.lookup(spec.name)
             op = entry.create(self.shape, **params)
             self._geometry(op, data)
-            out.append((OperatorSpec(spec.name, params), op.to(self.device)))
+            declared = {p.name: p.default for p in entry.params}  # defaults recorded too
+            out.append((OperatorSpec(spec.name, {**declared, **params}), op.to(self.device)))
         return out
 
     def _geometry(self, op, data) -> None:
