@@ -1,0 +1,252 @@
+"""Strategies: functions (problem, *, knobs) -> SampleResult, what each needs, the default, and
+:func:`solve`, the entry point that runs one."""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from invdiff.guidance.posteriors import (
+    ClassifierGuidedScore,
+    Measurement,
+    MomentPosterior,
+    NoisyLikelihoodPosterior,
+)
+from invdiff.guidance.steps import (
+    diffpir_step,
+    dps_step,
+    hard_projection,
+    projection_hook,
+)
+from invdiff.operator import Operator
+from invdiff.samplers import (
+    PREDICTORS,
+    SampleResult,
+    make_corrector,
+    no_step,
+    pc_sample,
+)
+from invdiff.score import ScoreFn
+from invdiff.sde import SDE
+
+# Strategies: fn(problem, *, knobs) -> SampleResult ---------------------------------------------
+
+
+@dataclass(frozen=True)
+class Problem:
+    """What every strategy needs: the prior, the SDE, the measurements and the per-sample noise."""
+
+    prior: ScoreFn
+    sde: SDE
+    measurements: list[Measurement]
+    generators: Sequence[torch.Generator]
+    like: Tensor
+    callback: Callable[[int], None] | None = None
+
+    def pc(self, score: ScoreFn, steps: int, snr: float, predictor: str, project=None):
+        """Run pc_sample with a named predictor and a Langevin corrector (none when snr == 0)."""
+        if predictor not in PREDICTORS:
+            raise ValueError(f"unknown predictor {predictor!r}; expected one of {list(PREDICTORS)}")
+        corrector = make_corrector("langevin", snr=snr) if snr > 0 else no_step
+        return self.run(PREDICTORS[predictor], steps, score, corrector, project)
+
+    def run(self, predictor, steps: int, score=None, corrector=no_step, project=None):
+        """Run pc_sample with the given step functions (score defaults to the prior)."""
+        return pc_sample(
+            score or self.prior,
+            self.sde,
+            self.measurements[0].op.image_shape,
+            self.generators,
+            predictor=predictor,
+            corrector=corrector,
+            steps=steps,
+            project=project,
+            like=self.like,
+            callback=self.callback,
+        )
+
+
+def solve_prior(p: Problem, *, steps=1000, snr=0.16, predictor="reverse_diffusion"):
+    """Sample the (possibly classifier-guided) prior with the PC sampler; no data term."""
+    return p.pc(p.prior, steps, snr, predictor)
+
+
+def solve_noisy_likelihood(p: Problem, *, steps=1000, snr=0.16, predictor="reverse_diffusion"):
+    """Sample with :class:`NoisyLikelihoodPosterior` (Song et al. 2021)."""
+    post = NoisyLikelihoodPosterior(p.prior, p.sde, p.measurements, p.generators, p.like)
+    return p.pc(post, steps, snr, predictor)
+
+
+def solve_moment(p: Problem, *, steps=1000, snr=0.0, predictor="reverse_diffusion", cg_iters=20):
+    """Sample with :class:`MomentPosterior` (exact for linear-Gaussian problems)."""
+    post = MomentPosterior(p.prior, p.sde, p.measurements, cg_iters)
+    res = p.pc(post, steps, snr, predictor)
+    return SampleResult(res.x, res.nfe, post.vjp)
+
+
+def solve_projection(
+    p: Problem, *, steps=1000, snr=0.16, lam=1.0, predictor="reverse_diffusion"
+) -> SampleResult:
+    """Song, Shen, Xing, Ermon (ICLR 2022): project before every predictor and corrector step,
+    then Tweedie denoising and a hard projection x + A^+(y - A x)."""
+    project = projection_hook(p.measurements, p.sde, p.generators, lam)
+    res = p.pc(p.prior, steps, snr, predictor, project)
+    return SampleResult(hard_projection(res.x, p.measurements), res.nfe)
+
+
+def solve_replacement(p: Problem, *, steps=1000, snr=0.16, predictor="reverse_diffusion"):
+    """Hard replacement of the measured coefficients by y_t (Song et al. 2021, App. I.2,
+    imputation): the projection with lam = 1, for operators with an exact pseudo-inverse."""
+    for m in p.measurements:
+        if not m.op.exact_pseudo_inverse:
+            raise ValueError(f"{m.op.name}: 'replacement' needs an exact pseudo-inverse")
+    return solve_projection(p, steps=steps, snr=snr, lam=1.0, predictor=predictor)
+
+
+def solve_dps(p: Problem, *, steps=1000, zeta=1.0) -> SampleResult:
+    """Diffusion posterior sampling (Chung et al. 2023): :func:`dps_step` as the predictor."""
+    res = p.run(functools.partial(dps_step, measurements=p.measurements, zeta=zeta), steps)
+    return SampleResult(res.x, res.nfe, steps)
+
+
+def solve_diffpir(p: Problem, *, steps=99, lam=0.3, zeta=1.0, cg_iters=10) -> SampleResult:
+    """DiffPIR (Zhu et al. 2023): :func:`diffpir_step` as the predictor; steps + 1 NFE.
+
+    Defaults chosen for the default model (``general``) on the out-of-distribution suite's
+    validation images only (benchmarks/tune_strategy.py, 64 px, five tasks; results in
+    docs/models.md): zeta = 1 (fresh noise every step) beat the paper's 0.3 by 2.5 dB on
+    average; lam hardly mattered (0.3 / 1 / 3 within 0.2 dB); 99 steps were within 0.2 dB of
+    199 on average and within 0.51 dB on every task, 49 steps lost up to 1 dB (inpainting).
+    """
+    knobs = {"lam": lam, "zeta": zeta, "cg_iters": cg_iters}
+    return p.run(functools.partial(diffpir_step, measurements=p.measurements, **knobs), steps)
+
+
+Strategy = Callable[..., SampleResult]
+
+STRATEGIES: dict[str, Strategy] = {
+    "projection": solve_projection,
+    "replacement": solve_replacement,
+    "noisy_likelihood": solve_noisy_likelihood,
+    "moment": solve_moment,
+    "dps": solve_dps,
+    "diffpir": solve_diffpir,
+}
+
+
+@dataclass(frozen=True)
+class Needs:
+    """What a strategy asks of every measured operator."""
+
+    linear: bool = True  # uses A^T, A^+ or a CG solve with A^T A
+    exact_pseudo_inverse: bool = False  # replaces measured coefficients exactly
+    noise: bool = False  # weighs the data by 1 / noise_std^2, so noise_std must be > 0
+
+
+#: Each strategy's requirements, checked by :func:`check_strategy` before any sampling.
+NEEDS: dict[str, Needs] = {
+    "projection": Needs(),
+    "replacement": Needs(exact_pseudo_inverse=True),
+    "noisy_likelihood": Needs(noise=True),
+    "moment": Needs(noise=True),
+    "dps": Needs(linear=False),
+    "diffpir": Needs(noise=True),
+}
+
+
+def check_strategy(strategy: str, operators: Sequence[Operator]) -> None:
+    """Raise ValueError naming the problem and a strategy that works, before any sampling."""
+    if strategy not in STRATEGIES:
+        raise ValueError(f"unknown strategy {strategy!r}; use one of {', '.join(STRATEGIES)}")
+    need = NEEDS[strategy]
+    for op in operators:
+        if op.time_conditional:
+            continue
+        if need.linear and not op.linear:
+            raise ValueError(
+                f"strategy {strategy!r} needs linear operators and {op.name!r} is not linear; "
+                "use --strategy dps"
+            )
+        if need.exact_pseudo_inverse and not op.exact_pseudo_inverse:
+            raise ValueError(
+                f"strategy {strategy!r} needs an exact pseudo-inverse, which {op.name!r} does "
+                "not have; use --strategy projection or diffpir"
+            )
+        if need.noise and op.noise_std <= 0:
+            raise ValueError(
+                f"strategy {strategy!r} needs noise_std > 0 for {op.name!r} (it weighs the data "
+                "by 1 / noise_std^2); give --noise-std, or use --strategy projection"
+            )
+
+
+#: The strategy of ``invdiff solve``, :func:`solve` and :func:`invdiff.reconstruct.reconstruct`.
+DEFAULT_STRATEGY = "diffpir"
+
+
+def _knobs(fn: Callable[..., SampleResult]) -> dict[str, object]:
+    params = inspect.signature(fn).parameters.values()
+    return {p.name: p.default for p in params if p.kind is p.KEYWORD_ONLY}
+
+
+def strategy_options(name: str) -> dict[str, object]:
+    """Return the knobs strategy ``name`` accepts, with their defaults (steps, snr, lam, ...):
+    the strategy function's signature is the one place a default is stated."""
+    if name not in STRATEGIES:
+        raise ValueError(f"unknown strategy {name!r}; expected one of {sorted(STRATEGIES)}")
+    return _knobs(STRATEGIES[name])
+
+
+def solve(
+    prior: ScoreFn,
+    sde: SDE,
+    measurements: Sequence[Measurement],
+    generators: Sequence[torch.Generator],
+    *,
+    strategy: str = DEFAULT_STRATEGY,
+    like: Tensor | None = None,
+    callback: Callable[[int], None] | None = None,
+    **options: object,
+) -> SampleResult:
+    """Draw one posterior sample per generator with ``strategy`` (see the module docstring).
+
+    ``options`` are the strategy's knobs (``strategy_options(strategy)``: steps, snr, lam,
+    zeta, cg_iters, predictor); None means the strategy's default. Every y has batch size 1
+    (shared) or len(generators). Returns SampleResult(x, nfe, vjp).
+    """
+    ms = list(measurements)
+    if not ms:
+        raise ValueError("solve needs at least one Measurement")
+    shape = ms[0].op.image_shape
+    for m in ms:
+        if m.op.image_shape != shape:
+            raise ValueError(
+                f"operators disagree on the image shape: {m.op.image_shape} vs {shape}"
+            )
+        if m.y.shape[0] not in (1, len(generators)):
+            raise ValueError(
+                f"{m.op.name}: y has batch {m.y.shape[0]}; need 1 or {len(generators)}"
+            )
+    kw = {k: v for k, v in options.items() if v is not None}
+    guided = [m for m in ms if m.op.time_conditional]
+    measured = [m for m in ms if m not in guided]
+    # Hypotheses alone (no data) are sampled by the plain PC sampler, whatever the strategy.
+    known = strategy_options(strategy) if measured else _knobs(solve_prior)
+    unknown = sorted(set(options) - set(known))
+    if unknown:
+        name = strategy if measured else "sampling without data"
+        raise ValueError(f"{name!r} takes no option {unknown}; it takes {sorted(known)}")
+    if like is None:
+        y = (measured or ms)[0].y
+        dtype = y.real.dtype if y.is_floating_point() or y.is_complex() else None
+        like = torch.empty(0, device=y.device, dtype=dtype or torch.get_default_dtype())
+    if guided:  # time-conditional likelihoods join the prior; the strategy sees the rest
+        prior = ClassifierGuidedScore(prior, sde, guided)
+    if not measured:  # only hypotheses, no data: the plain PC sampler on the guided score
+        p = Problem(prior, sde, guided, generators, like, callback)
+        return solve_prior(p, **kw)
+    return STRATEGIES[strategy](Problem(prior, sde, measured, generators, like, callback), **kw)
