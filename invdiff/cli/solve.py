@@ -153,12 +153,11 @@ def solve(
     given = {"steps": steps, "snr": snr, "lam": lam, "zeta": zeta, "predictor": predictor}
     accepted = strategy_options(strategy)
     options = {k: v for k, v in given.items() if v is not None}
+    flags = {k: "--lambda" if k == "lam" else f"--{k}" for k in (*given, *accepted)}
     for k in options:
         if k not in accepted:
-            flag = "--lambda" if k == "lam" else f"--{k}"
-            raise InvdiffError(
-                f"--strategy {strategy} takes no {flag}; it takes {sorted(accepted)}"
-            )
+            takes = ", ".join(flags[a] for a in sorted(accepted) if a in given)
+            raise InvdiffError(f"--strategy {strategy} takes no {flags[k]}; it takes {takes}")
     outputs = _outputs(inputs, out, force)
     if png is not None and len(inputs) > 1:
         raise InvdiffError("--png needs a single input file")
