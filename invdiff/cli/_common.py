@@ -103,3 +103,27 @@ def check_output(out: Any, inputs: list[Any], force: bool, resume: bool = False)
         raise InvdiffError(f"folder {out.parent} does not exist; create it or choose another --out")
     if out.exists() and not (force or resume):
         raise InvdiffError(f"{out} exists; pass --force to overwrite it or --resume to continue")
+
+
+def check_sampling(
+    steps: int | None = None,
+    seed: int | None = None,
+    snr: float | None = None,
+    lam: float | None = None,
+    zeta: float | None = None,
+) -> None:
+    """Refuse impossible sampling knobs (shared by solve and sample) before any work."""
+    import math
+
+    def finite(v: float | None) -> bool:
+        return v is None or math.isfinite(v)
+
+    require(
+        {
+            "--steps": (steps is None or 1 <= steps <= 100_000, "an integer in [1, 100000]"),
+            "--seed": (seed is None or 0 <= seed < 2**62, "an integer >= 0"),
+            "--snr": (finite(snr) and (snr is None or snr >= 0), "a finite number >= 0"),
+            "--lambda": (finite(lam) and (lam is None or lam > 0), "a finite number > 0"),
+            "--zeta": (finite(zeta) and (zeta is None or zeta >= 0), "a finite number >= 0"),
+        }
+    )

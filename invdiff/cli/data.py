@@ -33,8 +33,7 @@ def phantoms(
     from invdiff.io import write_datasets
     from invdiff.phantoms import lesion_twins, make_phantoms
 
-    if n < 1 or size < 16:
-        raise InvdiffError("need --n >= 1 and --size >= 16")
+    _check_data(n, size, seed)
     if not 0 <= lesion_fraction <= 1:
         raise InvdiffError("--lesion-fraction must lie in [0, 1]")
     attrs = {
@@ -98,6 +97,17 @@ def photos(
         )
 
 
+def _check_data(n: int, size: int, seed: int) -> None:
+    """Refuse impossible data requests before allocating anything."""
+    if n < 1 or not 16 <= size <= 4096 or seed < 0:
+        raise InvdiffError("need --n >= 1, --size in [16, 4096] and --seed >= 0")
+    gib = n * size * size * 4 / 2**30
+    if gib > 16:
+        raise InvdiffError(
+            f"--n {n} images of {size} x {size} need {gib:.0f} GiB; write several smaller files"
+        )
+
+
 def _synthetic_command(kind: str) -> None:
     """Register ``invdiff data KIND`` for one generator of :mod:`invdiff.synthetic`."""
     from invdiff import synthetic
@@ -114,8 +124,7 @@ def _synthetic_command(kind: str) -> None:
     ) -> None:
         from invdiff.io import write_datasets
 
-        if n < 1 or size < 16:
-            raise InvdiffError("need --n >= 1 and --size >= 16")
+        _check_data(n, size, seed)
         images = synthetic.make_images(kind, n, size, seed)
         attrs = {
             "generator": f"invdiff.synthetic.{kind}",
@@ -149,8 +158,7 @@ def mni152(
     from invdiff import mni
     from invdiff.io import write_datasets
 
-    if size < 16:
-        raise InvdiffError("need --size >= 16")
+    _check_data(1, size, 0)
     images, zs = mni.slices(split, size)
     attrs = {
         "generator": "invdiff.mni.slices",

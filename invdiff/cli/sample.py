@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import math
 import time
 from pathlib import Path
 
 import typer
 
-from invdiff.cli._common import clip_option, resolve_device, set_threads, user_errors
+from invdiff.cli._common import (
+    check_sampling,
+    clip_option,
+    resolve_device,
+    set_threads,
+    user_errors,
+)
 from invdiff.errors import InvdiffError
 
 SAMPLERS = ("pc", "ode-heun", "ode-rk45")
@@ -66,6 +73,9 @@ def sample(
 
     if n < 1 or batch_size < 1 or steps < 1:
         raise InvdiffError("--n, --batch-size and --steps must be positive")
+    check_sampling(steps=steps, seed=seed, snr=snr)
+    if corrector_steps < 1 or not (rtol > 0 and math.isfinite(rtol)):
+        raise InvdiffError("--corrector-steps must be >= 1 and --rtol a positive number")
     if sampler not in SAMPLERS:
         raise InvdiffError(f"unknown --sampler {sampler!r}; use one of {', '.join(SAMPLERS)}")
     if predictor not in samplers.PREDICTORS:

@@ -18,7 +18,13 @@ from typing import Any
 
 import typer
 
-from invdiff.cli._common import clip_option, resolve_device, set_threads, user_errors
+from invdiff.cli._common import (
+    check_sampling,
+    clip_option,
+    resolve_device,
+    set_threads,
+    user_errors,
+)
 from invdiff.errors import InvdiffError
 from invdiff.guidance import DEFAULT_STRATEGY
 
@@ -144,6 +150,9 @@ def solve(
         raise InvdiffError("no input file; usage: invdiff solve --operator NAME [options] IN.h5")
     if samples < 1 or batch_size < 1 or (steps is not None and steps < 1):
         raise InvdiffError("--samples, --batch-size and --steps must be positive")
+    check_sampling(steps=steps, seed=seed, snr=snr, lam=lam, zeta=zeta)
+    if image_size is not None and not 8 <= image_size <= 8192:
+        raise InvdiffError(f"--image-size must lie in [8, 8192], got {image_size}")
     if noise is not None and (noise < 0 or not noise == noise):
         raise InvdiffError(f"--noise must be >= 0, got {noise}")
     from invdiff.guidance import STRATEGIES, strategy_options

@@ -1,4 +1,4 @@
-"""Bad training options and paths: one-line errors (exit 2) before any data is read, nothing
+"""Bad options and paths across train, train-classifier, data, solve and sample: one-line errors
 overwritten. A first slice of issue 18's fuzz matrix."""
 
 from __future__ import annotations
@@ -68,3 +68,67 @@ def test_train_classifier_refuses_bad_options_and_overwrites(tiny_data, tmp_path
 def test_version():
     result = invoke("--version")
     assert result.exit_code == 0 and result.output.startswith("invdiff ")
+
+
+BAD_DATA = [
+    (["ellipses", "--size", "200000"], "--size"),
+    (["ellipses", "--seed", "-1"], "--seed"),
+    (["ellipses", "--n", "0"], "--n"),
+    (["deadleaves", "--n", "1000000", "--size", "4096"], "GiB"),
+    (["phantoms", "--seed", "-1"], "--seed"),
+    (["phantoms", "--size", "8"], "--size"),
+    (["foam", "--size", "99999"], "--size"),
+    (["textures", "--n", "-3"], "--n"),
+]
+
+
+@pytest.mark.parametrize("args,word", BAD_DATA, ids=[" ".join(a) for a, _ in BAD_DATA])
+def test_bad_data_requests_are_one_line_errors_before_allocating(args, word, tmp_path):
+    out = tmp_path / "d.h5"
+    assert_user_error(invoke("data", args[0], out, *args[1:]), word)
+    assert not out.exists()
+
+
+BAD_SAMPLING = [
+    (["--steps", "1000000000000"], "--steps"),
+    (["--seed", "-1"], "--seed"),
+    (["--zeta", "nan"], "--zeta"),
+    (["--lambda", "-1"], "--lambda"),
+    (["--lambda", "inf"], "--lambda"),
+    (["--strategy", "projection", "--snr", "nan"], "--snr"),
+    (["--strategy", "projection", "--snr", "-1"], "--snr"),
+    (["--image-size", "0"], "--image-size"),
+    (["--samples", "0"], "--samples"),
+]
+
+
+@pytest.mark.parametrize("extra,word", BAD_SAMPLING, ids=[" ".join(a) for a, _ in BAD_SAMPLING])
+def test_bad_solve_knobs_are_one_line_errors_before_sampling(extra, word, tmp_path):
+    import h5py
+    import numpy as np
+
+    src = tmp_path / "in.h5"
+    with h5py.File(src, "w") as f:
+        f["image"] = np.zeros((1, 1, 16, 16), np.float32)
+    before = _digest(src)
+    out = tmp_path / "o.h5"
+    args = ["solve", "--operator", "masking", "--simulate", src, "--out", out, *extra]
+    assert_user_error(invoke(*args), word)
+    assert not out.exists() and _digest(src) == before
+
+
+BAD_SAMPLE = [
+    (["--snr", "-1"], "--snr"),
+    (["--snr", "nan"], "--snr"),
+    (["--corrector-steps", "-1"], "--corrector-steps"),
+    (["--rtol", "0"], "--rtol"),
+    (["--seed", "-5"], "--seed"),
+    (["--image-size", "5"], "--image-size"),
+]
+
+
+@pytest.mark.parametrize("extra,word", BAD_SAMPLE, ids=[" ".join(a) for a, _ in BAD_SAMPLE])
+def test_bad_sample_options_are_one_line_errors(extra, word, tmp_path):
+    out = tmp_path / "s.h5"
+    assert_user_error(invoke("sample", "--out", out, "--no-progress", *extra), word)
+    assert not out.exists()
