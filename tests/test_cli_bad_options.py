@@ -1,5 +1,5 @@
 """Bad options and paths across train, train-classifier, data, solve and sample: one-line errors
-overwritten. A first slice of issue 18's fuzz matrix."""
+(exit 2) before any work, nothing overwritten. A first slice of issue 18's fuzz matrix."""
 
 from __future__ import annotations
 
