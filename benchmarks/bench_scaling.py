@@ -106,11 +106,19 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--steps", type=int, default=None, help="default: the strategy's")
     ap.add_argument("--name", default="scaling")
+    ap.add_argument(
+        "--max-pixels",
+        type=int,
+        default=8 * 128 * 128,
+        help="skip batches larger than this many pixels in all (CPU time)",
+    )
     args = ap.parse_args()
     ctx = mp.get_context("spawn")
     rows = []
     for size in args.sizes:
         for batch in args.batches:
+            if batch > 1 and batch * size * size > args.max_pixels:
+                continue
             queue = ctx.Queue()
             proc = ctx.Process(target=one, args=(size, batch, args.threads, args.steps, queue))
             proc.start()
