@@ -20,6 +20,7 @@ RESULTS = Path(__file__).resolve().parent / "results"
 #: The newest run of each benchmark, in report order (file stems in benchmarks/results/).
 CURRENT = (
     "ood",
+    "scaling",
     "engine",
     "operators",
     "baselines",
