@@ -182,7 +182,7 @@ def test_solve_with_a_lesion_hypothesis_end_to_end(tmp_path, tiny_classifier, ti
 def test_class_conditional_sample_cli(tmp_path, tiny_classifier, tiny_model):
     """`invdiff sample --label c`: scale 0 reproduces the unconditional samples bit for bit (the
     guidance term is exactly zero), a positive scale changes them, and the run is recorded."""
-    base = ["sample", "--model", tiny_model, "--n", "2", "--steps", "3", "--no-progress"]
+    base = ["sample", "--model", tiny_model, "--samples", "2", "--steps", "3", "--no-progress"]
     base += ["--threads", "1", "--corrector", "none"]
     clf = ["--label", "1", "--classifier", tiny_classifier]
     runs = {"plain": [], "scale0": [*clf, "--scale", "0"], "scale50": [*clf, "--scale", "50"]}

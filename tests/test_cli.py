@@ -32,7 +32,7 @@ def test_sample_writes_hdf5_png_and_counts_nfe(tiny_model, tmp_path):
         "sample",
         "--model",
         tiny_model,
-        "--n",
+        "--samples",
         3,
         "--steps",
         5,
@@ -54,7 +54,7 @@ def test_sample_writes_hdf5_png_and_counts_nfe(tiny_model, tmp_path):
         assert f.attrs["clip_denoised"] and -1e-6 <= clipped.min() <= clipped.max() <= 1 + 1e-6
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     raw = tmp_path / "raw.h5"
-    args = ["--model", tiny_model, "--n", 3, "--steps", 5, "--out", raw, "--no-progress"]
+    args = ["--model", tiny_model, "--samples", 3, "--steps", 5, "--out", raw, "--no-progress"]
     r = invoke("sample", *args, "--threads", 1, "--no-clip")
     assert r.exit_code == 0, r.output
     with h5py.File(raw) as f:
@@ -65,14 +65,18 @@ def test_sample_writes_hdf5_png_and_counts_nfe(tiny_model, tmp_path):
 def test_sample_k_depends_on_seed_k_not_batch(tiny_model, tmp_path, sampler):
     common = ["--model", tiny_model, "--steps", 4, "--sampler", sampler, "--no-progress"]
     assert (
-        invoke("sample", *common, "--n", 3, "--batch-size", 3, "--out", tmp_path / "a.h5").exit_code
+        invoke(
+            "sample", *common, "--samples", 3, "--batch-size", 3, "--out", tmp_path / "a.h5"
+        ).exit_code
         == 0
     )
     assert (
-        invoke("sample", *common, "--n", 3, "--batch-size", 2, "--out", tmp_path / "b.h5").exit_code
+        invoke(
+            "sample", *common, "--samples", 3, "--batch-size", 2, "--out", tmp_path / "b.h5"
+        ).exit_code
         == 0
     )
-    r = invoke("sample", *common, "--n", 1, "--seed", 2, "--out", tmp_path / "c.h5")
+    r = invoke("sample", *common, "--samples", 1, "--seed", 2, "--out", tmp_path / "c.h5")
     assert r.exit_code == 0, r.output
     with (
         h5py.File(tmp_path / "a.h5") as a,
@@ -92,7 +96,7 @@ def test_sample_rk45(tiny_model, tmp_path):
         "sample",
         "--model",
         tiny_model,
-        "--n",
+        "--samples",
         1,
         "--sampler",
         "ode-rk45",
@@ -146,7 +150,27 @@ def test_default_model_is_used_without_model(tmp_path):
 
     if not default_model_path().exists():
         pytest.skip("no shipped model in this checkout")
-    r = invoke("sample", "--n", 1, "--steps", 2, "--out", tmp_path / "d.h5", "--no-progress")
+    r = invoke("sample", "--samples", 1, "--steps", 2, "--out", tmp_path / "d.h5", "--no-progress")
     assert r.exit_code == 0, r.output
     with h5py.File(tmp_path / "d.h5") as f:
         assert f["samples"].shape == (1, 1, 64, 64)  # any-size default model: 64 by default
+
+
+def test_old_option_spellings_still_work_with_a_note(tiny_model, tmp_path):
+    """Renamed options keep their old spelling for a release: sample --n, solve --sampler."""
+    r = invoke(
+        "sample",
+        "--model",
+        tiny_model,
+        "--samples",
+        1,
+        "--steps",
+        2,
+        "-o",
+        tmp_path / "s.h5",
+        "--no-progress",
+    )
+    assert r.exit_code == 0, r.output
+    assert "--n is deprecated" in r.stderr and "use --samples" in r.stderr
+    with h5py.File(tmp_path / "s.h5") as f:
+        assert f["samples"].shape[0] == 1

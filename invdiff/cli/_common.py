@@ -127,3 +127,8 @@ def check_sampling(
             "--zeta": (finite(zeta) and (zeta is None or zeta >= 0), "a finite number >= 0"),
         }
     )
+
+
+def deprecated(old: str, new: str) -> None:
+    """Tell the user (stderr) that ``old`` is an old spelling kept for one release."""
+    typer.echo(f"Note: {old} is deprecated and will be removed; use {new}", err=True)

@@ -11,6 +11,7 @@ import typer
 from invdiff.cli._common import (
     check_sampling,
     clip_option,
+    deprecated,
     resolve_device,
     set_threads,
     user_errors,
@@ -22,8 +23,9 @@ SAMPLERS = ("pc", "ode-heun", "ode-rk45")
 
 @user_errors
 def sample(
-    n: int = typer.Option(16, "--n", help="Number of samples."),
-    out: Path = typer.Option(Path("samples.h5"), "--out", help="HDF5 file for /samples."),
+    n: int = typer.Option(16, "--samples", help="Number of samples."),
+    n_old: int | None = typer.Option(None, "--n", hidden=True, help="Deprecated: --samples."),
+    out: Path = typer.Option(Path("samples.h5"), "--out", "-o", help="HDF5 file for /samples."),
     png: Path | None = typer.Option(None, "--png", help="Also write a PNG grid here."),
     model: str | None = typer.Option(
         None, "--model", help="Shipped model name (e.g. phantom64) or checkpoint path."
@@ -71,8 +73,11 @@ def sample(
     from invdiff.io import write_datasets
     from invdiff.score import data_range_prior
 
+    if n_old is not None:
+        deprecated("--n", "--samples")
+        n = n_old
     if n < 1 or batch_size < 1 or steps < 1:
-        raise InvdiffError("--n, --batch-size and --steps must be positive")
+        raise InvdiffError("--samples, --batch-size and --steps must be positive")
     check_sampling(steps=steps, seed=seed, snr=snr)
     if corrector_steps < 1 or not (rtol > 0 and math.isfinite(rtol)):
         raise InvdiffError("--corrector-steps must be >= 1 and --rtol a positive number")

@@ -21,6 +21,7 @@ import typer
 from invdiff.cli._common import (
     check_sampling,
     clip_option,
+    deprecated,
     resolve_device,
     set_threads,
     user_errors,
@@ -100,7 +101,10 @@ def _value(args: list[str], i: int, inline: str, option: str) -> tuple[str, int]
 def solve(
     ctx: typer.Context,
     out: Path | None = typer.Option(
-        None, "--out", help="Output HDF5 (one input) or folder (several); default INPUT_invdiff.h5."
+        None,
+        "--out",
+        "-o",
+        help="Output HDF5 (one input) or folder (several); default INPUT_invdiff.h5.",
     ),
     png: Path | None = typer.Option(
         None,
@@ -113,8 +117,10 @@ def solve(
     strategy: str = typer.Option(
         DEFAULT_STRATEGY,
         "--strategy",
-        "--sampler",
         help="projection, replacement, noisy_likelihood, moment, dps or diffpir.",
+    ),
+    sampler_old: str | None = typer.Option(
+        None, "--sampler", hidden=True, help="Deprecated spelling of --strategy."
     ),
     steps: int | None = typer.Option(None, help="Time steps (default: the strategy's)."),
     snr: float | None = typer.Option(None, help="Langevin corrector snr (0: no corrector)."),
@@ -144,6 +150,9 @@ def solve(
     """
     from invdiff.plugins import build_registry, make_plugin_manager
 
+    if sampler_old is not None:
+        deprecated("--sampler", "--strategy")
+        strategy = sampler_old
     registry = build_registry(make_plugin_manager())
     specs, inputs = parse_extra(list(ctx.args), registry)
     if not inputs:

@@ -23,7 +23,9 @@ def train(
     data: list[Path] = typer.Argument(
         ..., help="HDF5 files with /images (N x C x H x W in [0, 1]), all of one image size."
     ),
-    out: Path = typer.Option(..., "--out", help="Model file to write (state goes to OUT.train)."),
+    out: Path = typer.Option(
+        ..., "--out", "-o", help="Model file to write (state goes to OUT.train)."
+    ),
     sde: str = typer.Option("ve", help="ve, vp or subvp."),
     sigma_max: float = typer.Option(0.0, help="VE sigma_max; 0 = largest pairwise data distance."),
     sigma_min: float = typer.Option(0.01, help="VE sigma_min."),

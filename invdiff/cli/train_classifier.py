@@ -20,7 +20,7 @@ from invdiff.errors import InvdiffError
 @user_errors
 def train_classifier(
     data: Path = typer.Argument(..., help="HDF5 file with /images and integer /labels."),
-    out: Path = typer.Option(..., "--out", help="Classifier file to write."),
+    out: Path = typer.Option(..., "--out", "-o", help="Classifier file to write."),
     model: Path | None = typer.Option(
         None, "--model", help="Score model whose SDE the classifier is for; default: shipped."
     ),
