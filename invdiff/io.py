@@ -68,6 +68,22 @@ def atomic_path(path: str | Path, force: bool = True) -> Iterator[Path]:
             os.unlink(tmp)
 
 
+def _array(f, name: str, path: Path, kinds: str = "fiu") -> np.ndarray:
+    """Read dataset ``name`` of an open file, refusing groups, empty, and non-numeric data (or
+    complex data where ``kinds`` has no 'c') with one line naming the dataset."""
+    obj = f.get(name)
+    label = "/" + name.lstrip("/")
+    if not isinstance(obj, _h5py().Dataset):
+        raise InvdiffError(f"{label} in {path} is a group, not a dataset; store an array there")
+    kind = obj.dtype.kind
+    if kind not in kinds:
+        what = "complex" if kind == "c" else f"not numbers ({obj.dtype})"
+        raise InvdiffError(f"{label} in {path} is {what}; store a real numeric array")
+    if obj.size == 0:
+        raise InvdiffError(f"{label} in {path} is empty (shape {obj.shape}); store the data")
+    return np.asarray(obj[...])
+
+
 def _remove_stale_temporaries(path: Path) -> None:
     """Delete ``.NAME.PID.*.tmp`` files beside ``path`` left by a writer PID that no longer runs
     (a killed run); temporaries of running processes are left alone."""
@@ -112,8 +128,8 @@ def read_images(path: str | Path) -> tuple[np.ndarray, np.ndarray | None, dict[s
             raise InvdiffError(
                 f"{path} has no /images dataset; store training images as /images (N x C x H x W)"
             )
-        images = np.asarray(f["images"][...], dtype=np.float32)
-        labels = np.asarray(f["labels"][...]).astype(np.int64) if "labels" in f else None
+        images = _array(f, "images", Path(path)).astype(np.float32)
+        labels = _array(f, "labels", Path(path)).astype(np.int64) if "labels" in f else None
         attrs = {k: _plain(v) for k, v in f.attrs.items()}
     if images.ndim == 3:
         images = images[:, None]
@@ -204,38 +220,49 @@ def read_solve_input(path: str | Path) -> SolveInput:
         if "kspace" in f:
             return _read_fastmri(f, path, attrs)
         if "data" in f and not {"measurement", "image", "images"} & set(f):
-            y = _finite(np.asarray(f["data"][...], dtype=np.float32), "/data", path)
+            y = _finite(_array(f, "data", path).astype(np.float32), "/data", path)
             if y.ndim != 3:
                 raise InvdiffError(f"/data in {path} has shape {y.shape}; LoDoPaB is N x V x D")
             return SolveInput(path, "lodopab", {"": y[:, None]}, attrs=attrs)
         measurements: dict[str, np.ndarray] = {}
         if "measurement" in f:
-            measurements[""] = np.asarray(f["measurement"][...])
+            measurements[""] = _array(f, "measurement", path, "fiuc")
         if "measurements" in f:
-            for name, ds in f["measurements"].items():
-                measurements[name] = np.asarray(ds[...])
+            group = f["measurements"]
+            if isinstance(group, _h5py().Dataset):
+                raise InvdiffError(f"/measurements in {path} must be a group of datasets")
+            for name in group:
+                measurements[name] = _array(group, name, path, "fiuc")
         for name, y in measurements.items():
             label = f"/measurements/{name}" if name else "/measurement"
             if y.dtype.kind not in "fciu":
                 raise InvdiffError(f"{label} in {path} is not numeric ({y.dtype})")
             _finite(y, label, path)
         key = "image" if "image" in f else "images" if "images" in f else None  # training layout
-        image = _images(f[key][...], f"/{key}", path) if key else None
+        image = _images(_array(f, key, path), f"/{key}", path) if key else None
         truth = (
-            _images(f["ground_truth"][...], "/ground_truth", path) if "ground_truth" in f else None
+            _images(_array(f, "ground_truth", path), "/ground_truth", path)
+            if "ground_truth" in f
+            else None
         )
         if not measurements and image is None:
             raise InvdiffError(
                 f"{path} has neither /measurement nor /image; store the data as /measurement "
                 "(or /image with --simulate)"
             )
-        angles = np.asarray(f["angles"][...], dtype=np.float64) if "angles" in f else None
-        mask = np.asarray(f["mask"][...]) if "mask" in f else None
+        angles = _array(f, "angles", path).astype(np.float64) if "angles" in f else None
+        mask = _array(f, "mask", path) if "mask" in f else None
         params = attrs.get("operator_params", "{}")
         try:
             params = json.loads(params) if isinstance(params, str) else {}
         except json.JSONDecodeError:
             raise InvdiffError(f"attribute operator_params of {path} is not JSON") from None
+        if not isinstance(params, dict):
+            raise InvdiffError(
+                f'attribute operator_params of {path} must be a JSON object such as {{"views": 23}}'
+            )
+        if not isinstance(attrs.get("operator", ""), str):
+            raise InvdiffError(f"attribute operator of {path} must be an operator name")
         return SolveInput(
             path,
             "invdiff",
@@ -252,17 +279,17 @@ def read_solve_input(path: str | Path) -> SolveInput:
 
 def _read_fastmri(f, path: Path, attrs: dict[str, Any]) -> SolveInput:
     """fastMRI single-coil: S x H x W complex k-space (centred), optional ``mask`` (W,)."""
-    k = np.asarray(f["kspace"][...])
+    k = _array(f, "kspace", path, "fiuc")
     if not np.iscomplexobj(k) or k.ndim != 3:
         raise InvdiffError(
             f"kspace in {path} is {k.dtype} with shape {k.shape}; fastMRI single-coil k-space is "
             "complex S x H x W (multi-coil files are not supported)"
         )
     _finite(k, "kspace", path)
-    mask = np.asarray(f["mask"][...]) if "mask" in f else None
+    mask = _array(f, "mask", path) if "mask" in f else None
     truth = None
     if "reconstruction_esc" in f:
-        truth = _images(f["reconstruction_esc"][...], "reconstruction_esc", path)
+        truth = _images(_array(f, "reconstruction_esc", path), "reconstruction_esc", path)
     return SolveInput(
         path, "fastmri", {"mri": k[:, None]}, None, truth, None, mask, "mri", {}, attrs
     )

@@ -132,3 +132,72 @@ def test_bad_sample_options_are_one_line_errors(extra, word, tmp_path):
     out = tmp_path / "s.h5"
     assert_user_error(invoke("sample", "--out", out, "--no-progress", *extra), word)
     assert not out.exists()
+
+
+def _h5(path, attrs=None, **datasets):
+    import h5py
+
+    with h5py.File(path, "w") as f:
+        for name, value in datasets.items():
+            if isinstance(value, str) and value == "GROUP":
+                f.create_group(name)
+            else:
+                f[name] = value
+        f.attrs.update(attrs or {})
+    return path
+
+
+def _bad_files():
+    import numpy as np
+
+    y = np.zeros((1, 1, 23, 91), np.float32)
+    ct = {"operator": "ct_sparse"}
+    return [
+        ("string_image", {"image": np.array([b"abc"])}, "not numbers"),
+        ("group_image", {"image": "GROUP"}, "group"),
+        ("empty_image", {"image": np.zeros((0, 1, 16, 16), np.float32)}, "empty"),
+        ("complex_image", {"image": np.ones((1, 1, 16, 16), np.complex64)}, "complex"),
+        ("params_list", {"measurement": y, "attrs": {**ct, "operator_params": "[1, 2]"}}, "JSON"),
+        ("params_text", {"measurement": y, "attrs": {**ct, "operator_params": "{no"}}, "JSON"),
+        (
+            "params_type",
+            {"measurement": y, "attrs": {**ct, "operator_params": '{"views": "x"}'}},
+            "views must be a int",
+        ),
+        (
+            "params_name",
+            {"measurement": y, "attrs": {**ct, "operator_params": '{"viewz": 3}'}},
+            "does not take",
+        ),
+        ("operator_int", {"measurement": y, "attrs": {"operator": 5}}, "operator name"),
+        ("string_measurement", {"measurement": np.array([b"x"])}, "not numbers"),
+        ("measurements_dataset", {"measurements": np.zeros(3)}, "group of datasets"),
+    ]
+
+
+@pytest.mark.parametrize("case", _bad_files(), ids=[c[0] for c in _bad_files()])
+def test_malformed_hdf5_inputs_are_one_line_errors(case, tmp_path):
+    name, content, word = case
+    content = dict(content)
+    src = _h5(tmp_path / f"{name}.h5", content.pop("attrs", None), **content)
+    before = _digest(src)
+    out = tmp_path / "o.h5"
+    args = ["--simulate", "--operator", "masking"] if "image" in content else []
+    assert_user_error(invoke("solve", "--image-size", "64", *args, src, "-o", out), word)
+    assert not out.exists() and _digest(src) == before
+
+
+@pytest.mark.parametrize(
+    "content,word",
+    [
+        ({"images": "GROUP"}, "group"),
+        ({"images": __import__("numpy").zeros((0, 1, 16, 16), "float32")}, "empty"),
+        ({"images": __import__("numpy").array([b"abc"])}, "not numbers"),
+    ],
+    ids=["group", "empty", "strings"],
+)
+def test_malformed_training_files_are_one_line_errors(content, word, tmp_path):
+    src = _h5(tmp_path / "train.h5", **content)
+    out = tmp_path / "m.pt"
+    assert_user_error(invoke("train", src, "-o", out, "--steps", "1", "--no-progress"), word)
+    assert not out.exists()

@@ -284,11 +284,11 @@ class SolveJob:
         out = []
         for spec in specs:
             params = dict(spec.params)
+            entry = self.registry.lookup(spec.name)
             if data.operator == spec.name:  # the file's parameters, unless overridden
-                params = {**data.operator_params, **params}
+                params = {**_typed(entry, data.operator_params, data.path), **params}
             if noise is not None and "noise_std" not in spec.params:
                 params["noise_std"] = noise
-            entry = self.registry.lookup(spec.name)
             op = entry.create(self.shape, **params)
             self._geometry(op, data)
             declared = {p.name: p.default for p in entry.params}  # defaults recorded too
@@ -529,3 +529,25 @@ class SolveJob:
         n = min(len(mean), 4)
         tiles = np.stack([r[i] for i in range(n) for r in rows]).clip(0, 1)
         save_png(png, grid(tiles, ncols=len(rows)), scale=2)
+
+
+def _typed(entry, params: dict, source) -> dict:
+    """Return a file's operator_params converted to the operator's declared types; one-line
+    errors for unknown names or values of the wrong type."""
+    declared = {p.name: p for p in entry.params}
+    out = {}
+    for name, value in params.items():
+        if name not in declared:
+            known = ", ".join(declared)
+            raise InvdiffError(
+                f"operator_params of {source} name {name!r}, which {entry.name} does not take "
+                f"({known})"
+            )
+        want = declared[name].type
+        ok = isinstance(value, want) or (want is float and isinstance(value, int))
+        if not ok or isinstance(value, bool) and want is not bool:
+            raise InvdiffError(
+                f"operator_params of {source}: {name} must be a {want.__name__}, got {value!r}"
+            )
+        out[name] = want(value)
+    return out
