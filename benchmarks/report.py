@@ -55,10 +55,39 @@ def rebase(text: str, prefix: str) -> str:
     return _LINK.sub(lambda m: f"{m[1]}{prefix}/{m[2]}{m[3]}", text)
 
 
+def summary(results: Path) -> str:
+    """Return a short table of headline figures read from the JSON results (empty if absent)."""
+    import json
+
+    rows = []
+    ood = results / "ood.json"
+    if ood.exists():
+        rep = json.loads(ood.read_text())
+        for task, v in rep["summary"].items():
+            rows.append(
+                f"| OOD suite, {task} (mean PSNR dB) | {v['invdiff']:.2f} | "
+                f"FISTA-TV (validation weight) {v['tv_val']:.2f}, baseline {v['baseline']:.2f} |"
+            )
+    scaling = results / "scaling.json"
+    if scaling.exists():
+        for r in json.loads(scaling.read_text())["rows"]:
+            if r["batch"] == 1:
+                rows.append(
+                    f"| seconds per sample, {r['size']} px, one thread | "
+                    f"{r['seconds_per_sample']:.1f} | peak RSS {r['peak_rss_mib']:.0f} MiB |"
+                )
+    if not rows:
+        return ""
+    head = "## Summary (default model)\n\n| figure | invdiff | reference |\n|---|---|---|\n"
+    return head + "\n".join(rows) + "\n"
+
+
 def assemble(results: Path = RESULTS, root: Path = ROOT) -> str:
     """Return the text of BENCHMARKS.md."""
     prefix = results.resolve().relative_to(root.resolve()).as_posix()
     parts = [HEADER]
+    if summary(results):
+        parts.append(summary(results))
     current, older = sections(results)
     for path in current:
         parts.append(f"<!-- from {prefix}/{path.name} -->\n" + rebase(path.read_text(), prefix))
