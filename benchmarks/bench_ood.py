@@ -141,6 +141,15 @@ def uncertainty(samples: np.ndarray, truth: np.ndarray) -> dict:
     return {"coverage90": inside, "std_err_corr": corr}
 
 
+def scores(estimates: dict[str, np.ndarray], truth: np.ndarray) -> dict[str, float]:
+    """Return {"psnr NAME": ..., "ssim NAME": ...} of each (1, C, H, W) estimate."""
+    out = {}
+    for name, x in estimates.items():
+        out[f"psnr {name}"] = float(psnr(x, truth)[0])
+        out[f"ssim {name}"] = float(ssim(x, truth)[0])
+    return out
+
+
 def tv_scores(task: str, size: int, names: list[str], op, ys, truths, args) -> dict:
     """Return the baseline and FISTA-TV scores of one group, from ``--tv-cache`` when it holds
     this exact computation (task, size, images, iterations, seed), else computed and cached."""
@@ -167,11 +176,7 @@ def _tv_compute(names, op, ys, truths, args) -> dict:
             "FISTA-TV (val-tuned)": tv["val_x"][i : i + 1],
             "FISTA-TV (per-image best)": tv["oracle_x"][i : i + 1],
         }
-        row = {"tv_image_weight": float(tv["oracle_w"][i])}
-        for k, x in est.items():
-            row[f"psnr {k}"] = float(psnr(x, truth)[0])
-            row[f"ssim {k}"] = float(ssim(x, truth)[0])
-        out["images"].append(row)
+        out["images"].append({"tv_image_weight": float(tv["oracle_w"][i]), **scores(est, truth)})
     return out
 
 
@@ -211,11 +216,7 @@ def invdiff_scores(task, size, names, op, ys, truths, model, config, args) -> li
         for i in range(len(names)):
             truth = truths[len(VAL) + i : len(VAL) + i + 1].numpy()
             mean = samples[i].mean(0, keepdims=True)
-            row = {
-                "seconds_invdiff": secs,
-                "psnr invdiff": float(psnr(mean, truth)[0]),
-                "ssim invdiff": float(ssim(mean, truth)[0]),
-            }
+            row = {"seconds_invdiff": secs, **scores({"invdiff": mean}, truth)}
             row.update(uncertainty(samples[i], truth[0]))
             out.append(row)
         return out

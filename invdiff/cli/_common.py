@@ -90,9 +90,10 @@ def require(checks: dict[str, tuple[bool, str]]) -> None:
             raise InvdiffError(f"{option} must be {must}")
 
 
-def check_output(out: Any, inputs: list[Any], force: bool, resume: bool = False) -> None:
-    """Refuse an output that is one of the inputs, or that exists (unless --force / --resume),
-    or whose folder is missing: before any long computation."""
+def check_output(out: Any, inputs: list[Any], force: bool, resume: bool | None = None) -> None:
+    """Refuse an output that is one of the inputs, or that exists (unless --force, or --resume
+    for commands that have it: ``resume`` not None), or whose folder is missing: before any
+    long computation."""
     from pathlib import Path
 
     out = Path(out)
@@ -102,7 +103,21 @@ def check_output(out: Any, inputs: list[Any], force: bool, resume: bool = False)
     if not out.parent.exists():
         raise InvdiffError(f"folder {out.parent} does not exist; create it or choose another --out")
     if out.exists() and not (force or resume):
-        raise InvdiffError(f"{out} exists; pass --force to overwrite it or --resume to continue")
+        other = "choose another --out" if resume is None else "--resume to continue"
+        raise InvdiffError(f"{out} exists; pass --force to overwrite it or {other}")
+
+
+def check_optimiser(steps: int, batch_size: int, lr: float, ema_decay: float, ckpt_every: int):
+    """Refuse impossible optimisation options (shared by train and train-classifier)."""
+    require(
+        {
+            "--steps": (1 <= steps <= 10**9, "an integer in [1, 1e9]"),
+            "--batch-size": (1 <= batch_size <= 65536, "an integer in [1, 65536]"),
+            "--lr": (0 < lr < 1, "a number in (0, 1)"),
+            "--ema-decay": (0 <= ema_decay < 1, "in [0, 1)"),
+            "--ckpt-every": (ckpt_every >= 1, ">= 1"),
+        }
+    )
 
 
 def check_sampling(

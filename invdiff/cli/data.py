@@ -74,8 +74,7 @@ def photos(
     from invdiff.io import write_datasets
     from invdiff.photos import make_patches, sklearn_available
 
-    if n < 1 or size < 8:
-        raise InvdiffError("need --n >= 1 and --size >= 8")
+    _check_data(n, size, seed, min_size=8)
     images, which, names = make_patches(n, size, seed, split, holdout)
     attrs = {
         "generator": "invdiff.photos.make_patches",
@@ -97,10 +96,10 @@ def photos(
         )
 
 
-def _check_data(n: int, size: int, seed: int) -> None:
+def _check_data(n: int, size: int, seed: int, min_size: int = 16) -> None:
     """Refuse impossible data requests before allocating anything."""
-    if n < 1 or not 16 <= size <= 4096 or seed < 0:
-        raise InvdiffError("need --n >= 1, --size in [16, 4096] and --seed >= 0")
+    if n < 1 or not min_size <= size <= 4096 or seed < 0:
+        raise InvdiffError(f"need --n >= 1, --size in [{min_size}, 4096] and --seed >= 0")
     gib = n * size * size * 4 / 2**30
     if gib > 16:
         raise InvdiffError(

@@ -19,6 +19,7 @@ from typing import Any
 import typer
 
 from invdiff.cli._common import (
+    check_output,
     check_sampling,
     clip_option,
     deprecated,
@@ -213,13 +214,8 @@ def _outputs(inputs: list[Path], out: Path | None, force: bool) -> list[Path]:
         paths = [out / (src.stem + "_invdiff.h5") for src in inputs]
     else:
         paths = [out]
-    for src, dst in zip(inputs, paths, strict=True):
-        if dst.resolve() == src.resolve():
-            raise InvdiffError(f"--out {dst} is the input file; the input is never overwritten")
-        if dst.exists() and not force:
-            raise InvdiffError(
-                f"{dst} exists; pass --force to overwrite it or choose another --out"
-            )
+    for dst in paths:
+        check_output(dst, inputs, force)
     return paths
 
 

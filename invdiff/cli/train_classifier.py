@@ -7,8 +7,8 @@ from pathlib import Path
 import typer
 
 from invdiff.cli._common import (
+    check_optimiser,
     check_output,
-    require,
     resolve_device,
     seeded_build,
     set_threads,
@@ -59,9 +59,7 @@ def train_classifier(
     from invdiff.io import read_images
 
     set_threads(threads)
-    if steps < 1 or batch_size < 1 or ckpt_every < 1 or not 0 <= ema_decay < 1:
-        raise InvdiffError("need --steps, --batch-size, --ckpt-every >= 1 and 0 <= --ema-decay < 1")
-    require({"--lr": (0 < lr < 1, "a number in (0, 1)"), "--steps": (steps <= 10**9, "<= 1e9")})
+    check_optimiser(steps, batch_size, lr, ema_decay, ckpt_every)
     check_output(out, [data], force, resume)
     dev = resolve_device(device)
     model_path = model or default_model_path()
