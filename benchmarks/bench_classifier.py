@@ -53,10 +53,10 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-sys.path.insert(0, str(Path(__file__).parent))
-from bench_samples import plausible_area, stats  # noqa: E402
-from common import RESULTS, machine, write_results  # noqa: E402
-
+if not __package__:  # run by path: import benchmarks as a package, not its modules
+    sys.path[0] = str(Path(__file__).resolve().parents[1])
+from benchmarks.bench_samples import plausible_area, stats  # noqa: E402
+from benchmarks.common import RESULTS, machine, write_results  # noqa: E402
 from invdiff.checkpoint import file_sha256, load_model, resolve_model  # noqa: E402
 from invdiff.classifier import accuracy, load_classifier  # noqa: E402
 from invdiff.guidance import Measurement, solve  # noqa: E402

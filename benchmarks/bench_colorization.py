@@ -30,9 +30,10 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-sys.path.insert(0, str(Path(__file__).parent))
-from common import RESULTS, machine, write_results  # noqa: E402
+if not __package__:  # run by path: import benchmarks as a package, not its modules
+    sys.path[0] = str(Path(__file__).resolve().parents[1])
 
+from benchmarks.common import RESULTS, machine, write_results  # noqa: E402
 from invdiff.checkpoint import file_sha256, load_model  # noqa: E402
 from invdiff.guidance import Measurement, solve  # noqa: E402
 from invdiff.metrics import psnr, ssim  # noqa: E402

@@ -23,12 +23,17 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch: libgomp spi
 
 import argparse  # noqa: E402
 import math  # noqa: E402
+import sys  # noqa: E402
 import time  # noqa: E402
+from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-from common import RESULTS, machine, write_results  # noqa: E402
 
+if not __package__:  # run by path: import benchmarks as a package, not its modules
+    sys.path[0] = str(Path(__file__).resolve().parents[1])
+
+from benchmarks.common import RESULTS, machine, write_results  # noqa: E402
 from invdiff import samplers  # noqa: E402
 from invdiff.checkpoint import default_model_path, file_sha256, load_model  # noqa: E402
 from invdiff.images import grid, save_png  # noqa: E402

@@ -17,10 +17,15 @@ import os
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch: libgomp spin-waits otherwise
 
 import argparse  # noqa: E402
+import sys  # noqa: E402
+from pathlib import Path  # noqa: E402
 
 import torch  # noqa: E402
-from common import machine, median_ms, write_results  # noqa: E402
 
+if not __package__:  # run by path: import benchmarks as a package, not its modules
+    sys.path[0] = str(Path(__file__).resolve().parents[1])
+
+from benchmarks.common import machine, median_ms, write_results  # noqa: E402
 from invdiff.operator import LinearOperator  # noqa: E402
 from invdiff.plugins import build_registry, make_plugin_manager  # noqa: E402
 

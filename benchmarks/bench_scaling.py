@@ -25,17 +25,19 @@ import sys  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
-sys.path.insert(0, str(Path(__file__).parent))
-from bench_engine import TimedScore  # noqa: E402
-from common import machine, write_results  # noqa: E402
+if not __package__:  # run by path: import benchmarks as a package, not its modules
+    sys.path[0] = str(Path(__file__).resolve().parents[1])
+
+from benchmarks.bench_engine import TimedScore  # noqa: E402
+from benchmarks.common import machine, write_results  # noqa: E402
 
 
 def one(size: int, batch: int, threads: int, steps: int | None, queue) -> None:
     """Run one configuration in this (child) process and put its figures on ``queue``."""
     import numpy as np
-    import ood_images
     import torch
 
+    from benchmarks import ood_images
     from invdiff.checkpoint import load_model, resolve_model
     from invdiff.guidance import DEFAULT_STRATEGY, strategy_options
     from invdiff.metrics import psnr

@@ -1,4 +1,5 @@
-"""Shared benchmark plumbing: the machine description, timing, and writing results."""
+"""Shared benchmark plumbing: the machine description, timing, and writing results (into
+``RESULTS``, ``benchmarks/results/``, unless a script names another folder)."""
 
 from __future__ import annotations
 
@@ -51,13 +52,14 @@ def portable(text: str) -> str:
     return _ABSOLUTE.sub(r"<path>/\1", text)
 
 
-def write_results(name: str, report: dict, markdown: str) -> None:
-    """Write results/NAME.json and results/NAME.md (atomically), absolute paths made portable."""
+def write_results(name: str, report: dict, markdown: str, results: Path = RESULTS) -> None:
+    """Write NAME.json and NAME.md into the folder ``results`` (atomically), absolute paths made
+    portable."""
     from invdiff.io import atomic_path
 
-    RESULTS.mkdir(exist_ok=True)
+    results.mkdir(exist_ok=True)
     texts = ((".json", json.dumps(report, indent=1) + "\n"), (".md", markdown))
     for suffix, text in ((sfx, portable(t)) for sfx, t in texts):
-        with atomic_path(RESULTS / f"{name}{suffix}") as tmp:
+        with atomic_path(results / f"{name}{suffix}") as tmp:
             tmp.write_text(text)
-    print(f"wrote {RESULTS / name}.json and .md")
+    print(f"wrote {results / name}.json and .md")

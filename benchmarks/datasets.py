@@ -199,7 +199,7 @@ def load_split(path: Path, registry=None) -> dict[str, Any]:
 
     The rebuilt operator's mask must equal the stored one (same parameters, same mask_seed).
     """
-    import h5py  # benchmarks/ is not the package; only invdiff/io.py imports h5py there
+    import h5py  # benchmarks/ is not part of invdiff, where only invdiff/io.py imports h5py
 
     with h5py.File(path, "r") as f:
         attrs = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in f.attrs.items()}

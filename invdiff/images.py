@@ -1,4 +1,4 @@
-"""Image grids and PNG previews (scikit-image writes the file)."""
+"""Image grids and PNG previews (imageio, installed with scikit-image, writes the file)."""
 
 from __future__ import annotations
 
@@ -32,3 +32,15 @@ def save_png(path: str | Path, image: np.ndarray, scale: int = 1) -> None:
         image = np.repeat(np.repeat(image, scale, axis=0), scale, axis=1)
     with atomic_path(path) as tmp:
         iio.imwrite(tmp, (np.clip(image, 0, 1) * 255).round().astype(np.uint8), extension=".png")
+
+
+def save_preview(path: str | Path, mean, truth=None, baseline=None, std=None, rows: int = 4):
+    """Write a reconstruction preview PNG: one row per slice (the first ``rows``), columns truth
+    (when known), baseline (when there is one), posterior mean and std divided by its maximum."""
+    cols = [] if truth is None else [truth]
+    cols += [mean] if baseline is None else [baseline, mean]
+    if std is not None:
+        cols.append(std / max(float(std.max()), 1e-12))
+    n = min(len(mean), rows)
+    tiles = np.stack([c[i] for i in range(n) for c in cols]).clip(0, 1)
+    save_png(path, grid(tiles, ncols=len(cols)), scale=2)

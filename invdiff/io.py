@@ -23,6 +23,17 @@ Also read: fastMRI single-coil files (``kspace`` S x H x W complex, ``mask`` whe
 ``reconstruction_esc``) and LoDoPaB-CT files (``data``: N x views x detectors; geometry from the
 command line).
 
+Solve output (:class:`SolveOutput`), for N slices and K posterior samples each:
+
+- ``/reconstruction`` (posterior mean, N x C x H x W), ``/samples`` (N x K x C x H x W) and, for
+  K > 1, ``/std`` (per-pixel posterior std); ``/baseline``, the first operator's classical
+  reconstruction, when it has one;
+- the measurements as the input's layout names them (``/measurement`` or
+  ``/measurements/<operator name>``), ``/ground_truth`` when known and then per-slice
+  ``/metrics/<invdiff|baseline>_<psnr|ssim>``;
+- attributes: the provenance (version, input, operators, strategy and its options, model and its
+  sha256, seeds, NFE, wall time, device) and the mean metrics.
+
 Every writer goes through :func:`atomic_path`: the file is written under a temporary name in the
 destination folder and renamed into place only when complete, so an interrupted write never leaves
 a half-written file and never damages an existing one.
@@ -31,6 +42,7 @@ a half-written file and never damages an existing one.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import tempfile
 from collections.abc import Iterator
@@ -293,3 +305,44 @@ def _read_fastmri(f, path: Path, attrs: dict[str, Any]) -> SolveInput:
     return SolveInput(
         path, "fastmri", {"mri": k[:, None]}, None, truth, None, mask, "mri", {}, attrs
     )
+
+
+@dataclass
+class SolveOutput:
+    """What ``invdiff solve`` writes for one input (see the module docstring).
+
+    ``measurements`` maps operator names to N x ... arrays, the name "" standing for the single
+    ``/measurement`` (as in :class:`SolveInput`); ``metrics`` maps names such as ``invdiff_psnr``
+    to per-slice values.
+    """
+
+    samples: np.ndarray  # N x K x C x H x W
+    measurements: dict[str, np.ndarray]
+    attrs: dict[str, Any]
+    baseline: np.ndarray | None = None
+    ground_truth: np.ndarray | None = None
+    metrics: dict[str, np.ndarray] = field(default_factory=dict)
+
+    @functools.cached_property
+    def reconstruction(self) -> np.ndarray:
+        """Return the posterior mean, N x C x H x W."""
+        return self.samples.mean(1)
+
+    @functools.cached_property
+    def std(self) -> np.ndarray | None:
+        """Return the per-pixel posterior std (N x C x H x W), or None for one sample."""
+        return self.samples.std(1, ddof=1) if self.samples.shape[1] > 1 else None
+
+    def write(self, path: str | Path) -> None:
+        """Write the file atomically (an existing one is replaced: the caller checked --force)."""
+        out = {"reconstruction": self.reconstruction, "samples": self.samples}
+        if self.baseline is not None:
+            out["baseline"] = self.baseline
+        if self.std is not None:
+            out["std"] = self.std
+        for name, y in self.measurements.items():
+            out[f"measurements/{name}" if name else "measurement"] = y
+        if self.ground_truth is not None:
+            out["ground_truth"] = self.ground_truth
+        out.update({f"metrics/{name}": v for name, v in self.metrics.items()})
+        write_datasets(path, out, self.attrs, force=True)

@@ -5,6 +5,8 @@ so a figure in BENCHMARKS.md and the command line's output for the same inputs a
 computation. The seed scheme is :func:`sample_seed`: sample j of slice i draws all its noise from
 its own generator seeded with ``seed + i * K + j`` (K samples per slice), so it does not depend on
 the batch it lands in (k-diffusion / EDM practice: one generator per image).
+:func:`sample_prior` draws samples without data (``invdiff sample``) through the same batches and
+seeds.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from torch import Tensor
 from invdiff.guidance import DEFAULT_STRATEGY, Measurement, check_strategy
 from invdiff.guidance import solve as posterior
 from invdiff.operator import Operator
-from invdiff.samplers import generators_for
+from invdiff.samplers import SampleResult, generators_for
 from invdiff.score import ScoreFn
 from invdiff.sde import SDE
 
@@ -40,6 +42,7 @@ class Reconstruction:
     nfe_per_sample: int
     vjp_per_sample: int
     seconds: float
+    nfe_total: int = 0  # network evaluations of all batches together
 
     @property
     def mean(self) -> Tensor:
@@ -72,32 +75,59 @@ def reconstruct(
     takes its labels). Samples of several slices share network calls, ``batch_size`` at a time.
     ``options`` are the strategy's knobs (``guidance.strategy_options``).
     """
+    check_strategy(strategy, operators)
+
+    def draw(rows: Tensor, gens: list[torch.Generator]) -> SampleResult:
+        ms = [
+            Measurement(op, y[rows.to(y.device)].to(device))
+            for op, y in zip(operators, measurements, strict=True)
+        ]
+        return posterior(
+            prior, sde, ms, gens, strategy=strategy, callback=callback, **(options or {})
+        )
+
+    shape = operators[0].image_shape
+    return _batched(draw, len(measurements[0]), shape, samples, seed, batch_size, device)
+
+
+def sample_prior(
+    draw: Callable[[list[torch.Generator]], SampleResult],
+    shape: Sequence[int],
+    *,
+    samples: int = 1,
+    seed: int = 0,
+    batch_size: int = 16,
+    device: str | torch.device = "cpu",
+) -> Reconstruction:
+    """Draw ``samples`` samples without data (``invdiff sample``): one "slice", the same batches
+    and seed scheme as :func:`reconstruct`, so sample j uses ``seed + j`` whatever its batch.
+
+    ``draw(generators)`` runs a sampler (PC or ODE, on the prior or a classifier-guided prior)
+    for one batch of images of ``shape`` (C, H, W), one generator per sample.
+    """
+    return _batched(lambda _, gens: draw(gens), 1, shape, samples, seed, batch_size, device)
+
+
+def _batched(draw, n: int, shape, samples: int, seed: int, batch_size: int, device):
+    """Run ``draw(rows, generators)`` over the N x K (slice, sample) pairs, ``batch_size`` at a
+    time, each with the generator of :func:`sample_seed`; collect samples, NFE and time."""
     if samples < 1 or batch_size < 1:
         raise ValueError("samples and batch_size must be positive")
-    check_strategy(strategy, operators)
-    n = len(measurements[0])
-    shape = operators[0].image_shape
     pairs = [(i, j) for i in range(n) for j in range(samples)]
     out = torch.empty((n, samples, *shape))
-    nfe = vjp = 0
+    nfe = vjp = nfe_total = 0
     _sync(device)
     start = time.perf_counter()
     for c in range(0, len(pairs), batch_size):
         chunk = pairs[c : c + batch_size]
         rows = torch.tensor([i for i, _ in chunk])
         gens = generators_for([sample_seed(seed, i, samples, j) for i, j in chunk], device)
-        ms = [
-            Measurement(op, y[rows.to(y.device)].to(device))
-            for op, y in zip(operators, measurements, strict=True)
-        ]
-        res = posterior(
-            prior, sde, ms, gens, strategy=strategy, callback=callback, **(options or {})
-        )
+        res = draw(rows, gens)
         for (i, j), x in zip(chunk, res.x.float().cpu(), strict=True):
             out[i, j] = x
-        nfe, vjp = max(nfe, res.nfe), max(vjp, res.vjp)
+        nfe, vjp, nfe_total = max(nfe, res.nfe), max(vjp, res.vjp), nfe_total + res.nfe
     _sync(device)
-    return Reconstruction(out, nfe, vjp, time.perf_counter() - start)
+    return Reconstruction(out, nfe, vjp, time.perf_counter() - start, nfe_total)
 
 
 def _sync(device: str | torch.device) -> None:

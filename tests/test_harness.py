@@ -4,29 +4,24 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import sys
 from pathlib import Path
 
 import pytest
 
-BENCH = Path(__file__).resolve().parent.parent / "benchmarks"
-sys.path.insert(0, str(BENCH))
-
-import common  # noqa: E402
-import datasets  # noqa: E402
-import harness  # noqa: E402
-import report  # noqa: E402
+from benchmarks import datasets, harness, report
+from benchmarks.harness_config import tiny_config, tiny_model
+from benchmarks.harness_report import markdown
+from benchmarks.harness_tasks import main_options, sample
 
 
 @pytest.fixture
-def tiny(tmp_path, monkeypatch):
+def tiny(tmp_path):
     """A tiny harness run (3 tasks, 2 images at 32 x 32, untrained network) into tmp_path."""
-    monkeypatch.setattr(common, "RESULTS", tmp_path / "results")
-    cfg = harness.tiny_config()
+    cfg = tiny_config()
     cfg.tasks = ["ct23", "mri8", "inpaint70"]
     cfg.data_dir = str(tmp_path / "data")
-    model, _ = harness.tiny_model(cfg.size)
-    out = harness.run(cfg, model, command="pytest tiny run")
+    model, _ = tiny_model(cfg.size)
+    out = harness.run(cfg, model, command="pytest tiny run", results=tmp_path / "results")
     return cfg, out, tmp_path / "results"
 
 
@@ -54,18 +49,18 @@ def test_harness_end_to_end(tiny):
     assert "not_applicable" in rep["ct23"] and rep["mri8"]["nfe"] > 0
     md = (results / f"{cfg.name}.md").read_text()
     assert "Issue-5 targets" in md and "pytest tiny run" in md
-    assert harness.markdown(data) == md  # --render rebuilds the same Markdown from the JSON
+    assert markdown(data) == md  # --render rebuilds the same Markdown from the JSON
     for fig in data["run"]["figures"]:
         assert (results / fig).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_same_seeds_same_samples(tiny):
     cfg, out, _ = tiny
-    model, _ = harness.tiny_model(cfg.size)
+    model, _ = tiny_model(cfg.size)
     split = datasets.load_split(Path(cfg.data_dir) / "mri8_test.h5")
-    opts = harness.main_options("mri", cfg.main_steps)
-    a = harness.sample(cfg, model, split["op"], split["y"], "projection", opts)["samples"]
-    b = harness.sample(
+    opts = main_options("mri", cfg.main_steps)
+    a = sample(cfg, model, split["op"], split["y"], "projection", opts)["samples"]
+    b = sample(
         dataclasses.replace(cfg, batch=1), model, split["op"], split["y"], "projection", opts
     )["samples"]
     assert (a == b).all()  # sample k of image i depends on its seed only, not on the batch
@@ -99,3 +94,19 @@ def test_report_assembles_results(tmp_path):
     assert text.index("## Operators") < text.index("## Harness")
     assert "](benchmarks/results/harness_ct23.png)" in text and "Tiny" not in text
     assert "Old harness run" not in text and "[harness](benchmarks/results/harness.md)" in text
+
+
+def test_render_reproduces_the_committed_markdown():
+    results = datasets.DATA.parent / "results"
+    data = json.loads((results / "harness_200nfe.json").read_text())
+    assert markdown(data) == (results / "harness_200nfe.md").read_text()
+
+
+def test_parse_returns_the_results_folder_without_rebinding_a_global(tmp_path):
+    from benchmarks import common
+
+    before = common.RESULTS
+    cfg, command, render, results = harness.parse(["--tiny", "--out", str(tmp_path)])
+    assert results == tmp_path and common.RESULTS == before and render is None
+    assert cfg.name == "harness_tiny" and command.endswith(f"--tiny --out {tmp_path}")
+    assert harness.parse([])[3] == common.RESULTS

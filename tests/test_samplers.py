@@ -145,3 +145,32 @@ if __name__ == "__main__":  # measure the BIAS table: 8x the samples, other seed
         bz = abs(zbar) * math.sqrt(N / n) + 3 * se_z * math.sqrt(N / n)
         br = abs(rbar) + 3 * se_r
         print(f'    ("{sde_name}", "{sampler}"): ({bz:.3f}, {br:.4f}),', flush=True)
+
+
+def test_warm_start_from_a_data_draw_keeps_the_distribution():
+    """CCDF warm start: x_init ~ p_0 diffused to sigma = 1 is an exact draw of p_t0, so the
+    reverse process from there recovers p_0's moments, with NFE = steps + 1."""
+    sde = SDE_CASES["ve"]
+    mean, var = problem()
+    g = torch.Generator().manual_seed(123)
+    x_init = mean + var.sqrt() * torch.randn(N, DIM, generator=g, dtype=D64)
+    gens = S.generators_for(range(N), "cpu")
+    like = torch.empty(0, dtype=D64)
+    fn = DiagonalGaussianScore(sde, mean, var)
+    res = S.pc_sample(fn, sde, (DIM,), gens, steps=STEPS // 2, like=like, start=(x_init, 1.0))
+    zbar = float(((res.x.mean(0) - mean) / (var / N).sqrt()).mean())
+    rbar = float((res.x.var(0) / var - 1).mean())
+    assert abs(zbar) <= 5 / math.sqrt(DIM) + 0.08, zbar
+    assert abs(rbar) <= 5 * math.sqrt(2 / ((N - 1) * DIM)) + 0.05, rbar
+    assert res.nfe == STEPS // 2 + 1
+    # A start shifted by 2 keeps the shift that p(x_0 | x_t0) keeps: 2 c / (c + sigma^2).
+    bad = S.pc_sample(fn, sde, (DIM,), gens, steps=STEPS // 2, like=like, start=(x_init + 2, 1.0))
+    kept = float((2 * var / (var + 1.0)).mean())
+    assert abs(float((bad.x.mean(0) - mean).mean()) - kept) < 0.25 * kept, kept
+
+
+def test_warm_start_rejects_bad_noise_levels():
+    gens = S.generators_for([0], "cpu")
+    for sigma in (0.0, -1.0, float("nan")):
+        with pytest.raises(ValueError, match="start noise level"):
+            S.warm_start(SDE_CASES["ve"], torch.zeros(1, 4), sigma, (4,), gens, torch.empty(0))

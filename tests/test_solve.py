@@ -307,3 +307,38 @@ def test_lodopab_layout_takes_geometry_from_options(tmp_path, truth64):
         tmp_path / "p.h5",
     )
     assert_user_error(r, "shape", "--views")
+
+
+def test_operator_options_are_typed_by_one_rule_from_the_command_line_and_from_files():
+    from pathlib import Path
+
+    from invdiff.cli._options import file_params, parse_extra
+    from invdiff.errors import InvdiffError
+    from invdiff.plugins import build_registry, make_plugin_manager
+
+    registry = build_registry(make_plugin_manager())
+    words = ["--operator", "mri", "--acceleration=8", "--noise-std", "0", "a.h5"]
+    specs, inputs = parse_extra(
+        [*words, "--operator", "masking", "--mask", "box", "b.h5"], registry
+    )
+    assert [(s.name, s.params) for s in specs] == [
+        ("mri", {"acceleration": 8, "noise_std": 0.0}),
+        ("masking", {"mask": "box"}),
+    ]
+    assert inputs == [Path("a.h5"), Path("b.h5")]
+    mri = registry["mri"]
+    assert file_params(mri, {"acceleration": 8, "noise_std": 0}, "f.h5") == {
+        "acceleration": 8,
+        "noise_std": 0.0,  # an int serves for a float
+    }
+    refused = [
+        (lambda: parse_extra(["--operator", "mri", "--mask", "star"], registry), "one of"),
+        (lambda: parse_extra(["--views", "3"], registry), "after --operator"),
+        (lambda: parse_extra(["--operator", "mri", "--acceleration"], registry), "needs a value"),
+        (lambda: file_params(mri, {"acceleration": "8"}, "f.h5"), "must be a int"),  # no parsing
+        (lambda: file_params(mri, {"acceleration": True}, "f.h5"), "must be a int"),
+        (lambda: file_params(mri, {"mask": "star"}, "f.h5"), "one of"),
+    ]
+    for call, word in refused:
+        with pytest.raises(InvdiffError, match=word):
+            call()

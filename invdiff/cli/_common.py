@@ -1,4 +1,5 @@
-"""Shared CLI plumbing: one-line errors with exit code 2, device and thread selection."""
+"""Shared CLI plumbing: one-line errors with exit code 2, device and thread selection, checks of
+the options several commands share, and the image size a model works at."""
 
 from __future__ import annotations
 
@@ -142,6 +143,40 @@ def check_sampling(
             "--zeta": (finite(zeta) and (zeta is None or zeta >= 0), "a finite number >= 0"),
         }
     )
+
+
+def check_image_size(image_size: int | None, largest: int) -> None:
+    """Refuse an ``--image-size`` outside [8, largest] before any work."""
+    if image_size is not None and not 8 <= image_size <= largest:
+        raise InvdiffError(f"--image-size must lie in [8, {largest}], got {image_size}")
+
+
+def image_shape(
+    image: dict, image_size: int | None, found: tuple[int, int] | None = None, source: Any = None
+) -> tuple[int, int, int]:
+    """Return (C, H, W) of the images a model makes or reconstructs (``image``: the "image" entry
+    of its config; shared by sample and solve).
+
+    A fixed-size model: its own size. A model trained on crops (``image.any_size``): the
+    ``--image-size``, which must agree with the size ``found`` in the data of ``source``, else
+    that size; neither is a one-line error.
+    """
+    c, side = image["channels"], image["size"]
+    if not image.get("any_size"):
+        return (c, side, side)
+    if image_size:
+        if found is not None and found != (image_size, image_size):
+            raise InvdiffError(
+                f"--image-size {image_size} disagrees with {source}, whose images are "
+                f"{found[0]} x {found[1]}; drop --image-size"
+            )
+        return (c, image_size, image_size)
+    if found is None:
+        raise InvdiffError(
+            f"{source} does not show the image size (no /ground_truth or /mask); "
+            "pass --image-size N"
+        )
+    return (c, *found)
 
 
 def deprecated(old: str, new: str) -> None:

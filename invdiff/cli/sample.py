@@ -1,17 +1,21 @@
-"""`invdiff sample`: unconditional or class-conditional samples from a score model."""
+"""`invdiff sample`: unconditional or class-conditional samples from a score model, drawn by a
+PC or probability-flow ODE sampler through ``invdiff.reconstruct.sample_prior`` (the batches and
+seed scheme of the one reconstruction core: sample k uses seed + k)."""
 
 from __future__ import annotations
 
+import functools
 import math
-import time
 from pathlib import Path
 
 import typer
 
 from invdiff.cli._common import (
+    check_image_size,
     check_sampling,
     clip_option,
     deprecated,
+    image_shape,
     resolve_device,
     set_threads,
     user_errors,
@@ -64,13 +68,13 @@ def sample(
     Sec. 5): grad log p_t(x) + s * grad log p_t(c | x_t), e.g. --label 1 --scale 70 --steps 500
     --corrector none for phantoms with a lesion (see README, class hypotheses).
     """
-    import numpy as np
     import torch
 
     from invdiff import __version__, samplers
     from invdiff.checkpoint import file_sha256, load_model, resolve_model
     from invdiff.images import grid, save_png
     from invdiff.io import write_datasets
+    from invdiff.reconstruct import sample_prior
     from invdiff.score import data_range_prior
 
     if n_old is not None:
@@ -79,6 +83,7 @@ def sample(
     if n < 1 or batch_size < 1 or steps < 1:
         raise InvdiffError("--samples, --batch-size and --steps must be positive")
     check_sampling(steps=steps, seed=seed, snr=snr)
+    check_image_size(image_size, 4096)
     if corrector_steps < 1 or not (rtol > 0 and math.isfinite(rtol)):
         raise InvdiffError("--corrector-steps must be >= 1 and --rtol a positive number")
     if sampler not in SAMPLERS:
@@ -102,52 +107,39 @@ def sample(
     score_model, config = load_model(model_path, dev)
     prior = data_range_prior(score_model, config, clip)
     image = config["image"]
-    side = image["size"]
-    if image.get("any_size"):
-        side = image_size or 64
-    elif image_size not in (None, side):
+    if not image.get("any_size") and image_size not in (None, image["size"]):
+        side = image["size"]
         raise InvdiffError(f"--image-size: this model makes {side} x {side} images only")
-    if not 8 <= side <= 4096:
-        raise InvdiffError(f"--image-size must lie in [8, 4096], got {side}")
-    shape = (image["channels"], side, side)
+    shape = image_shape(image, image_size or 64)  # any-size models: 64 x 64 unless told
     guidance = {}  # what records a class-conditional run in the output's attributes
     if label is not None:
         prior, guidance = class_guided(prior, score_model.sde, shape, label, scale, classifier, dev)
-    like = torch.empty(0, device=dev)
     total = steps if sampler != "ode-rk45" else None
 
     from rich.progress import Progress
 
-    chunks, nfe, t0 = [], 0, time.perf_counter()
     with Progress(disable=not progress) as bar:
         task = bar.add_task("sampling", total=(total or 1) * -(-n // batch_size))
-        for start in range(0, n, batch_size):
-            seeds = range(seed + start, seed + min(n, start + batch_size))
-            gens = samplers.generators_for(seeds, dev)
-            common = {"like": like, "denoise": denoise, "callback": lambda _: bar.advance(task)}
-            if sampler == "pc":
-                res = samplers.pc_sample(
-                    prior,
-                    score_model.sde,
-                    shape,
-                    gens,
-                    predictor=samplers.PREDICTORS[predictor],
-                    corrector=corr,
-                    steps=steps,
-                    **common,
-                )
-            elif sampler == "ode-heun":
-                res = samplers.heun_ode_sample(
-                    prior, score_model.sde, shape, gens, steps=steps, **common
-                )
-            else:
-                res = samplers.rk45_ode_sample(
-                    prior, score_model.sde, shape, gens, rtol=rtol, atol=rtol, **common
-                )
-            chunks.append(res.x.float().cpu().numpy())
-            nfe += res.nfe
-    wall = time.perf_counter() - t0
-    x = np.concatenate(chunks)
+        kw = {"like": torch.empty(0, device=dev), "denoise": denoise}
+        kw["callback"] = lambda _: bar.advance(task)
+        if sampler == "pc":
+            predictor_step = samplers.PREDICTORS[predictor]
+            run = functools.partial(
+                samplers.pc_sample, predictor=predictor_step, corrector=corr, steps=steps, **kw
+            )
+        elif sampler == "ode-heun":
+            run = functools.partial(samplers.heun_ode_sample, steps=steps, **kw)
+        else:
+            run = functools.partial(samplers.rk45_ode_sample, rtol=rtol, atol=rtol, **kw)
+        rec = sample_prior(
+            lambda gens: run(prior, score_model.sde, shape, gens),
+            shape,
+            samples=n,
+            seed=seed,
+            batch_size=batch_size,
+            device=dev,
+        )
+    x, nfe, wall = rec.samples[0].numpy(), rec.nfe_total, rec.seconds
     attrs = guidance | {
         "model": str(model_path),
         "model_sha256": file_sha256(model_path),

@@ -1,0 +1,112 @@
+"""Operator options of ``invdiff solve``: the ``--operator NAME --param value ...`` groups of the
+command line, and the one conversion of an operator parameter to the type its ``Param`` declares
+(from a command-line word or from a file's ``operator_params``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from invdiff.errors import InvdiffError
+
+if TYPE_CHECKING:
+    from invdiff.operator import Param
+
+
+@dataclass
+class OperatorSpec:
+    """One ``--operator NAME --param value ...`` group of the command line."""
+
+    name: str
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+def parse_extra(args: list[str], registry) -> tuple[list[OperatorSpec], list[Path]]:
+    """Split the free command-line words into operator groups and input files."""
+    specs: list[OperatorSpec] = []
+    inputs: list[Path] = []
+    i = 0
+    while i < len(args):
+        word = args[i]
+        if not word.startswith("--"):
+            inputs.append(Path(word))
+            i += 1
+            continue
+        key, _, inline = word[2:].partition("=")
+        if key == "operator":
+            value, i = _value(args, i, inline, "--operator")
+            registry.lookup(value)  # unknown name -> one-line error with suggestions
+            specs.append(OperatorSpec(value))
+            continue
+        if not specs:
+            raise InvdiffError(
+                f"unknown option --{key}; operator parameters go after --operator NAME"
+            )
+        spec = specs[-1]
+        params = {p.name: p for p in registry[spec.name].params}
+        name = key.replace("-", "_")
+        if name.startswith("no_") and name[3:] in params and params[name[3:]].type is bool:
+            spec.params[name[3:]] = False
+            i += 1
+            continue
+        if name not in params:
+            known = ", ".join(p.option for p in params.values())
+            raise InvdiffError(f"operator {spec.name!r} has no option --{key}; it takes {known}")
+        param = params[name]
+        if param.type is bool and not inline:
+            spec.params[name] = True
+            i += 1
+            continue
+        value, i = _value(args, i, inline, param.option)
+        spec.params[name] = param_value(spec.name, param, value)
+    return specs, inputs
+
+
+def _value(args: list[str], i: int, inline: str, option: str) -> tuple[str, int]:
+    if inline:
+        return inline, i + 1
+    if i + 1 >= len(args):
+        raise InvdiffError(f"{option} needs a value")
+    return args[i + 1], i + 2
+
+
+def param_value(operator: str, param: Param, value: Any, source: Path | str | None = None) -> Any:
+    """Return ``value`` as ``param`` of ``operator`` declares it, or raise a one-line error.
+
+    A command-line word (``source`` None) is parsed (``--views 23``); a value of the
+    ``operator_params`` of the file ``source`` (JSON) must already have the type (an int serves
+    for a float) and is never parsed from text. Either must be one of ``param.choices``, if any.
+    """
+    want = param.type
+    if source is None:
+        where, what = f"{param.option} of {operator}", f"takes a {want.__name__}"
+        try:
+            converted = want(value)
+        except ValueError:
+            raise InvdiffError(f"{where} {what}, got {value!r}") from None
+    else:
+        where, what = f"operator_params of {source}: {param.name}", f"must be a {want.__name__}"
+        ok = isinstance(value, want) or (want is float and isinstance(value, int))
+        if not ok or isinstance(value, bool) and want is not bool:
+            raise InvdiffError(f"{where} {what}, got {value!r}")
+        converted = want(value)
+    if param.choices and converted not in param.choices:
+        raise InvdiffError(f"{where} must be one of {', '.join(param.choices)}, got {value!r}")
+    return converted
+
+
+def file_params(entry, params: dict, source: Path | str) -> dict:
+    """Return a file's ``operator_params`` converted to the operator's declared types; one-line
+    errors for unknown names or values of the wrong type."""
+    declared = {p.name: p for p in entry.params}
+    out = {}
+    for name, value in params.items():
+        if name not in declared:
+            known = ", ".join(declared)
+            raise InvdiffError(
+                f"operator_params of {source} name {name!r}, which {entry.name} does not take "
+                f"({known})"
+            )
+        out[name] = param_value(entry.name, declared[name], value, source)
+    return out
