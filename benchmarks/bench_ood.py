@@ -33,10 +33,11 @@ from pathlib import Path  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-sys.path.insert(0, str(Path(__file__).parent))
-import ood_images  # noqa: E402
-from common import machine, write_results  # noqa: E402
+if not __package__:  # run by path: import benchmarks as a package, not its modules
+    sys.path[0] = str(Path(__file__).resolve().parents[1])
 
+from benchmarks import ood_images  # noqa: E402
+from benchmarks.common import machine, write_results  # noqa: E402
 from invdiff.baselines import fista_tv, lipschitz_constant  # noqa: E402
 from invdiff.checkpoint import file_sha256, load_model, resolve_model  # noqa: E402
 from invdiff.guidance import strategy_options  # noqa: E402

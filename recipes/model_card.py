@@ -25,10 +25,8 @@ from pathlib import Path  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-sys.path.insert(0, str(Path(__file__).parents[1] / "benchmarks"))
-import bench_ood  # noqa: E402
-import ood_images  # noqa: E402
-
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the benchmarks package
+from benchmarks import bench_ood, ood_images  # noqa: E402
 from invdiff.checkpoint import load_model, resolve_model  # noqa: E402
 from invdiff.images import grid, save_png  # noqa: E402
 from invdiff.samplers import generators_for, pc_sample  # noqa: E402

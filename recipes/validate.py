@@ -23,10 +23,8 @@ from pathlib import Path  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-sys.path.insert(0, str(Path(__file__).parents[1] / "benchmarks"))
-import bench_ood  # noqa: E402
-import ood_images  # noqa: E402
-
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the benchmarks package
+from benchmarks import bench_ood, ood_images  # noqa: E402
 from invdiff import checkpoint as ckpt  # noqa: E402
 from invdiff.checkpoint import load_model  # noqa: E402
 from invdiff.metrics import psnr  # noqa: E402
