@@ -9,13 +9,16 @@ Constructor contract (the CLI and the registry rely on it)::
 
     Op(image_shape, *, noise_std=0.01, **params)   # one keyword per entry of Op.params
 
-The Gaussian likelihood used throughout is
+The default likelihood is Gaussian,
 
     log p(y | x) = -||y - A(x)||^2 / (2 noise_std^2) + const,
 
 with ``||.||`` the Euclidean norm of the real (or real and imaginary) parts. Its gradient is the
 likelihood score used by posterior samplers (Song, Shen, Xing, Ermon, "Solving inverse problems in
 medical imaging with score-based generative models", ICLR 2022; Chung et al., DPS, ICLR 2023).
+An operator with another noise model (photon counts: operators/ct_poisson.py) overrides
+``log_likelihood`` and ``measure``; ``forward`` then returns the mean E[y | x]. Only DPS uses
+such a likelihood (the other strategies are built on the Gaussian one and refuse the operator).
 """
 
 from __future__ import annotations
@@ -93,6 +96,9 @@ class Operator(nn.Module):
     time_conditional: ClassVar[bool] = False
     #: True where ``pseudo_inverse`` is the exact Moore-Penrose pseudo-inverse (linear operators).
     exact_pseudo_inverse: ClassVar[bool] = False
+    #: H and W must be multiples of this (an instance may set it, e.g. a super-resolution
+    #: factor); the conformance kit then asks for an example whose H / m and W / m are odd.
+    side_multiple: int = 1
 
     def __init__(self, image_shape: tuple[int, int, int], *, noise_std: float = DEFAULT_NOISE_STD):
         super().__init__()
@@ -134,13 +140,24 @@ class Operator(nn.Module):
             raise InvdiffError(f"{self.name}: expected a real floating tensor, got {x.dtype}")
 
     def log_likelihood(self, x: Tensor, y: Tensor, noise_std: float | None = None) -> Tensor:
-        """Return log N(y; A(x), s^2 I) per sample, up to a constant: -||y - A(x)||^2 / (2 s^2)."""
+        """Return log p(y | x) per sample (B,), up to terms that do not depend on x.
+
+        Default: Gaussian, log N(y; A(x), s^2 I) = -||y - A(x)||^2 / (2 s^2), s = ``noise_std``
+        or the operator's. An operator with another noise model overrides it (keeping the
+        signature; it may ignore ``noise_std``), differentiably in x, and overrides ``measure`` to
+        draw from the same model; DPS then follows its gradient.
+        """
         s = self._noise(noise_std)
         r = y - self.forward(x)
         return -0.5 * real_inner(r, r) / s**2
 
+    @property
+    def gaussian_likelihood(self) -> bool:
+        """Return True unless the class overrides ``log_likelihood`` (the Gaussian default)."""
+        return type(self).log_likelihood is Operator.log_likelihood
+
     def likelihood_score(self, x: Tensor, y: Tensor, noise_std: float | None = None) -> Tensor:
-        """Return grad_x log N(y; A(x), s^2 I) by autograd (linear operators use a closed form)."""
+        """Return grad_x log p(y | x) by autograd (linear Gaussian operators: a closed form)."""
         with torch.enable_grad():
             x = x.detach().requires_grad_(True)
             (grad,) = torch.autograd.grad(self.log_likelihood(x, y, noise_std).sum(), x)
@@ -238,7 +255,10 @@ class LinearOperator(Operator):
         return "pseudo-inverse", self.pseudo_inverse(y)
 
     def likelihood_score(self, x: Tensor, y: Tensor, noise_std: float | None = None) -> Tensor:
-        """Return A^T (y - A x) / s^2, the gradient of -||y - A x||^2 / (2 s^2)."""
+        """Return A^T (y - A x) / s^2, the gradient of -||y - A x||^2 / (2 s^2) (autograd of
+        ``log_likelihood`` where the class defines its own)."""
+        if not self.gaussian_likelihood:
+            return super().likelihood_score(x, y, noise_std)
         s = self._noise(noise_std)
         return self.adjoint(y - self.forward(x)) / s**2
 

@@ -104,15 +104,24 @@ def _norm(t: Tensor) -> float:
 
 
 def check_example(cls: type[Operator], g: torch.Generator):
-    """Check that ``example`` builds an instance with an odd (and non-square) image shape."""
+    """Check that ``example`` builds an instance with an odd (and non-square) image shape.
+
+    Where the instance needs sides that are multiples of m (``side_multiple``, e.g. a
+    super-resolution factor), H / m and W / m must be odd instead: an even-sided image is then
+    the only kind there is, and odd multiples still expose off-by-one and transposition bugs.
+    """
     op = cls.example(g)
     if not isinstance(op, cls):
         raise CheckFailed(f"example() returned {type(op).__name__}, not {cls.__name__}")
     _, h, w = op.image_shape
-    if h % 2 == 0 or w % 2 == 0 or (h == w) != bool(cls.square_only):
+    m = int(getattr(op, "side_multiple", 1))
+    if m < 1 or h % m or w % m:
+        raise CheckFailed(f"example image shape {op.image_shape}: sides not multiples of {m}")
+    if (h // m) % 2 == 0 or (w // m) % 2 == 0 or (h == w) != bool(cls.square_only):
         want = "odd and equal" if cls.square_only else "odd and different"
-        raise CheckFailed(f"example image shape {op.image_shape}: H and W should be {want}")
-    return None, None, f"image shape {op.image_shape}"
+        sides = "H and W" if m == 1 else f"H / {m} and W / {m}"
+        raise CheckFailed(f"example image shape {op.image_shape}: {sides} should be {want}")
+    return None, None, f"image shape {op.image_shape}" + (f", multiples of {m}" if m > 1 else "")
 
 
 def check_input_validation(cls: type[Operator], g: torch.Generator):
@@ -263,7 +272,8 @@ def check_measure(cls: type[Operator], g: torch.Generator):
 
     Measured entries are those that ``restrict_to_measured`` keeps; complex residuals count
     their real and imaginary parts. The mean and variance must lie within Z_LIMIT standard
-    errors of 0 and s^2 (standard errors s sqrt(1/n) and s^2 sqrt(2/n)).
+    errors of 0 and s^2 (standard errors s sqrt(1/n) and s^2 sqrt(2/n)). Operators with their own
+    ``log_likelihood`` are checked against it instead (:func:`_check_own_noise`).
     """
     op = cls.example(g).to(torch.float64)
     op.noise_std = CHECK_NOISE_STD
@@ -272,6 +282,8 @@ def check_measure(cls: type[Operator], g: torch.Generator):
     y = op.measure(x, torch.Generator().manual_seed(seed))
     if not torch.equal(y, op.measure(x, torch.Generator().manual_seed(seed))):
         raise CheckFailed("measure with the same seeded generator gave different results")
+    if not op.gaussian_likelihood:
+        return _check_own_noise(op, x, g)
     residual = y - op(x)
     as_real = torch.view_as_real if residual.is_complex() else (lambda t: t)
     ones = torch.ones_like(residual) * (1 + 1j if residual.is_complex() else 1)
@@ -286,6 +298,33 @@ def check_measure(cls: type[Operator], g: torch.Generator):
     z = max(abs(float(r.mean())) * math.sqrt(n), abs(float(r.var()) - 1) / math.sqrt(2 / n))
     _expect(z, Z_LIMIT, "noise mean / variance, in standard errors")
     return z, Z_LIMIT, f"std {float(r.std()) * CHECK_NOISE_STD:.4g} over {n} entries"
+
+
+def _check_own_noise(op: Operator, x: Tensor, g: torch.Generator):
+    """Check ``measure`` against an operator's own ``log_likelihood`` (float64).
+
+    Two identities of any correct model p(y | x) whose mean is ``forward``: E[y] = A(x) (the mean
+    residual, in standard errors of the empirical variance) and E[grad_x log p(y | x)] = 0 (the
+    score has mean zero, Fisher's identity; tested along a random direction v, one value
+    <v, score> per draw). A log-likelihood of the wrong scale, or noise drawn from another law,
+    moves one of them away from 0.
+    """
+    draws = 64
+    xs = x[:1].expand(draws, *x.shape[1:]).contiguous()
+    y = op.measure(
+        xs, torch.Generator().manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=g)))
+    )
+    residual = y - op(xs)
+    as_real = torch.view_as_real if residual.is_complex() else (lambda t: t)
+    r = as_real(residual).flatten()
+    z_mean = abs(float(r.mean())) / max(float(r.std()) / math.sqrt(r.numel()), 1e-300)
+    _expect(z_mean, Z_LIMIT, "mean of y - A(x), in standard errors")
+    v = torch.randn(x.shape[1:], generator=g, dtype=torch.float64)
+    u = real_inner(op.likelihood_score(xs, y), v.expand_as(xs))
+    z_score = abs(float(u.mean())) / max(float(u.std()) / math.sqrt(draws), 1e-300)
+    _expect(z_score, Z_LIMIT, "mean of <v, grad log p(y | x)>, in standard errors")
+    worst = max(z_mean, z_score)
+    return worst, Z_LIMIT, f"own noise model: mean residual and mean score over {draws} draws"
 
 
 def check_time_conditional(cls: type[Operator], g: torch.Generator):

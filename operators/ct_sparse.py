@@ -35,6 +35,19 @@ def equispaced_angles(views: int) -> np.ndarray:
     return np.arange(views) * np.pi / views
 
 
+def check_angles(angles, views: int, source: str, name: str) -> None:
+    """Raise InvdiffError unless ``angles`` (or None) are ``views`` equispaced over [0, pi)."""
+    if angles is None:
+        return
+    got, want = np.asarray(angles).ravel(), equispaced_angles(views)
+    if got.shape != want.shape or not np.allclose(got, want, atol=1e-6):
+        raise InvdiffError(
+            f"/angles in {source} are {got.size} angles, not {views} equispaced over"
+            f" [0, pi); {name} supports equispaced parallel-beam views: pass --views "
+            f"{got.size} if they are equispaced"
+        )
+
+
 def system_matrix(size: tuple[int, int], views: int, detectors: int):
     """Return astra's parallel-beam 'linear' projector for this geometry as a scipy CSR matrix."""
     import astra  # heavy optional import: only here
@@ -156,15 +169,7 @@ class CTSparse(LinearOperator):
 
     def set_geometry(self, arrays: dict, source: str) -> None:
         """Check stored /angles: ct_sparse models equispaced parallel-beam views over [0, pi)."""
-        if arrays.get("angles") is None:
-            return
-        got, want = np.asarray(arrays["angles"]).ravel(), equispaced_angles(self.views)
-        if got.shape != want.shape or not np.allclose(got, want, atol=1e-6):
-            raise InvdiffError(
-                f"/angles in {source} are {got.size} angles, not {self.views} equispaced over"
-                " [0, pi); ct_sparse supports equispaced parallel-beam views: pass --views "
-                f"{got.size} if they are equispaced"
-            )
+        check_angles(arrays.get("angles"), self.views, source, self.name)
 
     @property
     def full_views(self) -> int:

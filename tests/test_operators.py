@@ -38,7 +38,7 @@ def test_conformance_cuda(name):
 
 
 def test_builtins_are_registered():
-    assert {"masking", "grayscale", "ct_sparse", "mri"} <= set(REGISTRY)
+    assert {"masking", "grayscale", "ct_sparse", "mri", "superres", "ct_poisson"} <= set(REGISTRY)
 
 
 # ct_sparse ------------------------------------------------------------------------------------

@@ -24,7 +24,13 @@ operators must already be on that device. Nothing goes back to the host.
 
 ``weight`` w_k tempers the k-th likelihood, p(y_k | x_0)^{w_k}: likelihood strategies multiply
 its score by w_k (``moment`` equivalently uses the noise variance s_k^2 / w_k, which is exact for
-the tempered problem), projections blend with lam * w_k, DPS steps with zeta * w_k.
+the tempered problem), projections blend with lam * w_k, and DPS takes its gradient of
+sum_k w_k (-log p(y_k | x0)) normalised by the unweighted curvature, so w_k scales the k-th share
+of the step (:func:`likelihood_step`).
+
+Operators may bring their own likelihood (``Operator.log_likelihood``, e.g. Poisson photon counts
+in ``ct_poisson``); DPS follows it, the other strategies assume Gaussian noise and
+:func:`check_strategy` refuses such operators for them.
 
 =================  =======================================  =====================================
 strategy           paper                                    exact for
@@ -36,7 +42,8 @@ projection         Song, Shen, Xing, Ermon, ICLR 2022       approximate; exact d
                                                             at the end for exact pseudo-inverses
 replacement        Song et al. 2021, inpainting (App. I.2)  approximate; noiseless masks/MRI:
                                                             measured values reproduced exactly
-dps                Chung et al. ICLR 2023, Alg. 1           approximate; non-linear operators
+dps                Chung et al. ICLR 2023, Alg. 1-2         approximate; non-linear operators,
+                   (normalised step, see ``dps_step``)      an operator's own likelihood
 diffpir            Zhu et al. CVPRW 2023, Alg. 1            approximate; few steps (default 100 NFE)
 =================  =======================================  =====================================
 
@@ -58,6 +65,7 @@ from invdiff.guidance.steps import (
     diffpir_step,
     dps_step,
     hard_projection,
+    likelihood_step,
     projection_hook,
 )
 from invdiff.guidance.strategies import (
@@ -93,6 +101,7 @@ __all__ = [
     "diffpir_step",
     "dps_step",
     "hard_projection",
+    "likelihood_step",
     "operator_norm_sq",
     "projection_hook",
     "solve",

@@ -32,6 +32,18 @@ class Measurement:
             )
         return self.weight / self.op.noise_std**2
 
+    def negative_log_likelihood(self, x: Tensor) -> Tensor:
+        """Return -log p(y | x) per sample (B,), from the operator's ``log_likelihood``.
+
+        A noiseless measurement (noise_std = 0) of an operator with the default Gaussian
+        likelihood counts as s = 1: its density is degenerate, and DPS's normalised step only needs
+        the shape of the log-likelihood, not its scale (give noise_std to weigh several
+        measurements against each other).
+        """
+        if self.op.noise_std <= 0 and self.op.gaussian_likelihood:
+            return -self.op.log_likelihood(x, self.y, 1.0)
+        return -self.op.log_likelihood(x, self.y)
+
     def noised(self, t: Tensor, sde: SDE, generators: Sequence[torch.Generator]) -> Tensor:
         """Return y_t = alpha_t y + sigma_t A z, y perturbed like x_t (Song et al. 2022, Sec. 3).
 
