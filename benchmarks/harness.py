@@ -69,7 +69,7 @@ def deepinv_status() -> str:
         import deepinv  # noqa: F401
     except ImportError:
         return "skipped (deepinv is not installed)"
-    return "deepinv is installed but the peer comparison is not implemented yet; skipped"
+    return "not in this run: see benchmarks/bench_deepinv.py (same prior, images and NFE)"
 
 
 def run(

@@ -20,7 +20,9 @@ RESULTS = Path(__file__).resolve().parent / "results"
 #: The newest run of each benchmark, in report order (file stems in benchmarks/results/).
 CURRENT = (
     "ood",
+    "deepinv",
     "scaling",
+    "network",
     "engine",
     "operators",
     "baselines",
@@ -68,6 +70,22 @@ def summary(results: Path) -> str:
                 f"| OOD suite, {task} (mean PSNR dB) | {v['invdiff']:.2f} | "
                 f"FISTA-TV (validation weight) {v['tv_val']:.2f}, baseline {v['baseline']:.2f} |"
             )
+    peer = results / "deepinv.json"
+    if peer.exists():
+        for task, v in json.loads(peer.read_text())["tasks"].items():
+            own = [r for r in v["rows"] if r["package"] == "invdiff" and r["sampler"] == "diffpir"]
+            theirs = [
+                r
+                for r in v["rows"]
+                if r["package"] == "deepinv" and r["sampler"] == "DiffPIR" and "psnr" in r
+            ]
+            if own and theirs:
+                best = max(theirs, key=lambda r: r["psnr"])
+                rows.append(
+                    f"| phantom {task}, {own[0]['target_nfe']} NFE (PSNR dB) | "
+                    f"{own[0]['psnr']:.2f} (diffpir) | DeepInverse DiffPIR, same prior, best "
+                    f"variant: {best['psnr']:.2f} ({best.get('variant', '')}, {best['physics']}) |"
+                )
     scaling = results / "scaling.json"
     if scaling.exists():
         for r in json.loads(scaling.read_text())["rows"]:
