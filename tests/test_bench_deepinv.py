@@ -1,5 +1,6 @@
-"""benchmarks/bench_deepinv.py: its rows and report on a tiny untrained model without DeepInverse,
-the prior seen as DeepInverse's denoiser, and (when deepinv imports) the physics check."""
+"""benchmarks/bench_deepinv.py and its deepinv_* modules: the rows and report on a tiny untrained
+model without DeepInverse, the prior seen as DeepInverse's denoiser, and (when deepinv imports)
+the physics check."""
 
 from __future__ import annotations
 
@@ -11,6 +12,9 @@ import torch
 
 from benchmarks import bench_deepinv as bd
 from benchmarks import datasets
+from benchmarks import deepinv_peer as peer
+from benchmarks import deepinv_physics as phys
+from benchmarks.deepinv_report import markdown
 from benchmarks.harness_config import tiny_model
 from invdiff.phantoms import make_phantoms
 from invdiff.score import data_range_prior
@@ -31,7 +35,7 @@ def test_rows_and_report_without_deepinv(tmp_path):
         data_dir=str(tmp_path / "data"),
     )
     out = bd.run(
-        cfg, model, config, None, bd.NOT_INSTALLED, command="pytest tiny", results=tmp_path
+        cfg, model, config, None, peer.NOT_INSTALLED, command="pytest tiny", results=tmp_path
     )
     data = json.loads((tmp_path / "deepinv_tiny.json").read_text())
     assert data["tasks"] == out["tasks"]  # (the file has its absolute paths made portable)
@@ -46,13 +50,13 @@ def test_rows_and_report_without_deepinv(tmp_path):
             assert r["nfe"] == 3  # NFE as asked: steps + the final Tweedie evaluation
             assert len(r["per_image_psnr"]) == 2 and math.isfinite(r["psnr"])
             assert -1 <= r["ssim"] <= 1 and r["seconds_per_image"] > 0
-        assert all(r["not_run"] == bd.NOT_INSTALLED for r in theirs)
-        assert task["physics_check"] == bd.NOT_INSTALLED and task["operator_ms"]["invdiff"] > 0
+        assert all(r["not_run"] == peer.NOT_INSTALLED for r in theirs)
+        assert task["physics_check"] == peer.NOT_INSTALLED and task["operator_ms"]["invdiff"] > 0
     md = (tmp_path / "deepinv_tiny.md").read_text()
-    assert md == bd.markdown(data) and "pytest tiny" in md
+    assert md == markdown(data) and "pytest tiny" in md
     table = [line for line in md.splitlines() if line.startswith("| ct23 |") and "NFE" not in line]
     assert len(table) == 1 + 4  # the physics-check row, then four sampler rows
-    assert sum(bd.NOT_INSTALLED in line for line in md.splitlines()) >= 2 * 2 + 2
+    assert sum(peer.NOT_INSTALLED in line for line in md.splitlines()) >= 2 * 2 + 2
 
 
 def test_score_denoiser_is_tweedie():
@@ -60,11 +64,11 @@ def test_score_denoiser_is_tweedie():
     the real channel and get a zero imaginary one."""
     model, config = tiny_model(16)
     prior = data_range_prior(model, config)
-    den = bd.ScoreDenoiser(prior, model.sde)
+    den = peer.ScoreDenoiser(prior, model.sde)
     g = torch.Generator().manual_seed(0)
     x = torch.rand(3, 1, 16, 16, generator=g)
     sigma = torch.tensor([0.05, 0.5, 20.0])  # 20 > sigma_max: the time extends past 1
-    t = bd.noise_time(model.sde, sigma)
+    t = peer.noise_time(model.sde, sigma)
     assert torch.allclose(model.sde.coefficients(t)[1], sigma, rtol=1e-5)
     with torch.no_grad():
         want = x + sigma[:, None, None, None] ** 2 * prior.score(x, t)
@@ -76,7 +80,7 @@ def test_score_denoiser_is_tweedie():
 
 @pytest.fixture(scope="module")
 def dinv():
-    module, note = bd.import_deepinv()
+    module, note = peer.import_deepinv()
     if module is None:
         pytest.skip(note)
     return module
@@ -87,20 +91,20 @@ def test_physics_match_32px(dinv, task):
     spec = datasets.TASKS[task]
     op = datasets.build_operator(spec.operator, 32, spec.params, 0.0)
     images = torch.from_numpy(make_phantoms(3, 32, seed=2)[0])
-    check = bd.physics_match(dinv, op, images)
+    check = phys.physics_match(dinv, op, images)
     assert check["match"]
     if spec.operator == "mri":
-        assert check["rel_error"] < bd.MRI_TOL and check["scale"] == pytest.approx(1.0, abs=1e-6)
+        assert check["rel_error"] < phys.MRI_TOL and check["scale"] == pytest.approx(1.0, abs=1e-6)
     else:
-        assert check["aligned_rel_error"] < bd.CT_ALIGNED_TOL
+        assert check["aligned_rel_error"] < phys.CT_ALIGNED_TOL
         assert check["aligned_scale"] == pytest.approx(1.0, abs=0.02)
 
 
 def test_denoiser_through_deepinv(dinv):
     model, config = tiny_model(32)
-    den = bd.ScoreDenoiser(data_range_prior(model, config), model.sde)
+    den = peer.ScoreDenoiser(data_range_prior(model, config), model.sde)
     images = torch.from_numpy(make_phantoms(2, 32, seed=2)[0])
-    assert bd.check_denoiser(dinv, den, images, seed=0)["max_rel_diff"] < 1e-4
+    assert peer.check_denoiser(dinv, den, images, seed=0)["max_rel_diff"] < 1e-4
 
 
 def test_command_line():
