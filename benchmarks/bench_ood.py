@@ -114,9 +114,10 @@ def tv_rows(op, ys, truths, n_val: int, iters: int) -> dict:
     }
 
 
-def invdiff_rows(model, config, op, ys, args) -> tuple[np.ndarray, float]:
-    """Return samples (N, K, C, H, W) and seconds per image (``invdiff.reconstruct``, the same
-    computation as ``invdiff solve``: seed scheme, batching, clipped prior)."""
+def invdiff_rows(model, config, op, ys, args) -> tuple[np.ndarray, float, int]:
+    """Return samples (N, K, C, H, W), seconds per image and NFE per sample
+    (``invdiff.reconstruct``, the same computation as ``invdiff solve``: seed scheme, batching,
+    clipped prior)."""
     prior = data_range_prior(model, config, clip=True)
     with torch.no_grad():
         rec = reconstruct(
@@ -130,7 +131,7 @@ def invdiff_rows(model, config, op, ys, args) -> tuple[np.ndarray, float]:
             seed=args.seed,
             batch_size=args.batch_size,
         )
-    return rec.samples.numpy(), rec.seconds / max(len(ys), 1)
+    return rec.samples.numpy(), rec.seconds / max(len(ys), 1), rec.nfe_per_sample
 
 
 def uncertainty(samples: np.ndarray, truth: np.ndarray) -> dict:
@@ -212,7 +213,7 @@ def invdiff_scores(task, size, names, op, ys, truths, model, config, args) -> li
     )
 
     def compute() -> list[dict]:
-        samples, secs = invdiff_rows(model, config, op, ys[len(VAL) :], args)
+        samples, secs, _ = invdiff_rows(model, config, op, ys[len(VAL) :], args)
         out = []
         for i in range(len(names)):
             truth = truths[len(VAL) + i : len(VAL) + i + 1].numpy()

@@ -314,7 +314,13 @@ def test_strategy_options_list_the_knobs():
         "lam": 1.0,
         "predictor": "reverse_diffusion",
     }
-    assert set(guidance.strategy_options("diffpir")) == {"steps", "lam", "zeta", "cg_iters"}
+    assert set(guidance.strategy_options("diffpir")) == {
+        "steps",
+        "lam",
+        "zeta",
+        "cg_iters",
+        "sigma_start",
+    }
 
 
 @pytest.mark.parametrize(
@@ -388,3 +394,29 @@ def test_real_operators_give_finite_measurement_consistent_samples(name, strateg
     )
     assert res.x.dtype == torch.float32 and torch.isfinite(res.x).all()
     assert ((op(res.x) - y).abs().norm() / y.abs().norm()) < 2.0
+
+
+def test_diffpir_warm_start_begins_at_the_operators_baseline():
+    """sigma_start just above sigma_min: one step from the baseline (here the exact
+    pseudo-inverse) stays at it, where the cold start lands elsewhere; steps + 1 NFE."""
+    sde, prior, ops, ys, _, _ = make_problem()
+    base = ops[1].baseline(ys[1])[1]
+    warm = run(
+        prior, sde, ops[1:], ys[1:], range(4), strategy="diffpir", steps=1, sigma_start=0.0101
+    )
+    cold = run(prior, sde, ops[1:], ys[1:], range(4), strategy="diffpir", steps=1)
+    assert warm.nfe == 2
+    assert (warm.x - base).flatten(1).norm(dim=1).max() < 0.05 * (base - cold.x).flatten(1).norm(
+        dim=1
+    ).min()
+
+
+def test_diffpir_warm_start_moves_samples_towards_the_posterior():
+    sde, prior, ops, ys, _, _ = make_problem()
+    res = run(
+        prior, sde, ops[1:], ys[1:], range(200), strategy="diffpir", steps=50, sigma_start=1.0
+    )
+    m_dense, _ = closed_form(prior.mean, prior.cov, ops[1:], ys[1:])
+    assert (res.x.flatten(1).mean(0) - m_dense).norm() < 0.75 * (prior.mean - m_dense).norm()
+    with pytest.raises(ValueError, match="sigma_start"):
+        run(prior, sde, ops[1:], ys[1:], range(2), strategy="diffpir", sigma_start=-1.0)
