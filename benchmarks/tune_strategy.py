@@ -104,7 +104,7 @@ def main() -> None:
         "'worst gap': the row's largest shortfall against the best row of each task (dB).",
         "",
         "| " + " | ".join(knobs) + " | NFE | " + " | ".join(args.tasks) + " | mean | worst gap |",
-        "|---" * (len(knobs) + 4 + len(args.tasks)) + "|",
+        "|---" * (len(knobs) + 3 + len(args.tasks)) + "|",
     ]
     best = max(rows, key=lambda r: r["mean"])
     top = {t: max(r[t] for r in rows) for t in args.tasks}

@@ -42,7 +42,9 @@ a half-written file and never damages an existing one.
 from __future__ import annotations
 
 import contextlib
+import errno
 import functools
+import io
 import os
 import tempfile
 from collections.abc import Iterator
@@ -55,19 +57,30 @@ import numpy as np
 
 from invdiff.errors import InvdiffError
 
+MAX_GIB = 16  # the largest dataset read into memory at once
+
 
 @contextlib.contextmanager
 def atomic_path(path: str | Path, force: bool = True) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; rename it onto ``path`` when the block succeeds."""
+    """Yield a temporary path beside ``path``; rename it onto ``path`` when the block succeeds.
+
+    A write that fails (a full disk, a vanished folder) is one InvdiffError naming ``path``;
+    the temporary is removed however the block ends (Ctrl-C included).
+    """
     path = Path(path)
     if path.exists() and not force:
         raise InvdiffError(f"{path} exists; pass --force to overwrite it or choose another --out")
+    if path.exists() and not path.is_file():
+        raise InvdiffError(f"{path} is not a regular file (a folder or a device); choose a file")
     if not path.parent.exists():
         raise InvdiffError(f"folder {path.parent} does not exist; create it or choose another path")
     _remove_stale_temporaries(path)
-    fd, tmp = tempfile.mkstemp(
-        prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent
-    )
+    try:
+        fd, tmp = tempfile.mkstemp(
+            prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent
+        )
+    except OSError as err:
+        raise InvdiffError(_write_failure(path, err)) from None
     os.close(fd)
     umask = os.umask(0)
     os.umask(umask)
@@ -75,9 +88,43 @@ def atomic_path(path: str | Path, force: bool = True) -> Iterator[Path]:
     try:
         yield Path(tmp)
         os.replace(tmp, path)
+    except OSError as err:
+        raise InvdiffError(_write_failure(path, err)) from None
+    except RuntimeError:  # torch.save reports a full disk so
+        if not _disk_full(path.parent):
+            raise
+        raise InvdiffError(_write_failure(path, OSError(errno.ENOSPC, "full"))) from None
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+@contextlib.contextmanager
+def atomic_paths(*paths: str | Path | None) -> Iterator[list[Path | None]]:
+    """Yield one temporary per path (None stays None); rename them all into place only when the
+    block succeeds, so the outputs of one command appear together or not at all."""
+    with contextlib.ExitStack() as stack:
+        yield [None if p is None else stack.enter_context(atomic_path(p)) for p in paths]
+
+
+def _disk_full(folder: Path) -> bool:
+    """Return True when less than 1 MiB is free in ``folder`` (False if that is not known)."""
+    try:
+        stats = os.statvfs(folder)
+    except OSError:
+        return False
+    return stats.f_bavail * stats.f_frsize < 1 << 20
+
+
+def _write_failure(path: Path, err: OSError) -> str:
+    """Return the one-line message of a failed write of ``path``."""
+    if err.errno == errno.ENOSPC or _disk_full(path.parent):
+        return (
+            f"no space left on the device of {path.parent} to write {path.name}; free space "
+            "or choose another output folder"
+        )
+    reason = err.strerror or (str(err).strip().splitlines() or [type(err).__name__])[0][:160]
+    return f"could not write {path}: {reason}"
 
 
 def _array(f, name: str, path: Path, kinds: str = "fiu") -> np.ndarray:
@@ -93,7 +140,23 @@ def _array(f, name: str, path: Path, kinds: str = "fiu") -> np.ndarray:
         raise InvdiffError(f"{label} in {path} is {what}; store a real numeric array")
     if obj.size == 0:
         raise InvdiffError(f"{label} in {path} is empty (shape {obj.shape}); store the data")
-    return np.asarray(obj[...])
+    gib = obj.size * obj.dtype.itemsize / 2**30
+    if gib > MAX_GIB:
+        raise InvdiffError(
+            f"{label} in {path} is {gib:.0f} GiB (shape {obj.shape}), more than invdiff reads at "
+            f"once ({MAX_GIB} GiB); split it into several files"
+        )
+    try:
+        return np.asarray(obj[...])
+    except MemoryError:
+        raise InvdiffError(
+            f"{label} in {path} ({gib:.1f} GiB) does not fit in memory; split it into several files"
+        ) from None
+    except OSError as err:  # a truncated or damaged file
+        raise InvdiffError(
+            f"{label} in {path} cannot be read ({str(err).splitlines()[0][:100]}); the file is "
+            "truncated or damaged: copy or export it again"
+        ) from None
 
 
 def _remove_stale_temporaries(path: Path) -> None:
@@ -127,6 +190,10 @@ def _open(path: str | Path):
     path = Path(path)
     if not path.exists():
         raise InvdiffError(f"{path} not found; check the path")
+    if path.is_dir():
+        raise InvdiffError(f"{path} is a folder, not an HDF5 file; give the file's path")
+    if not os.access(path, os.R_OK):
+        raise InvdiffError(f"{path} is not readable (permissions); chmod it or copy it")
     try:
         return _h5py().File(path, "r")
     except OSError:
@@ -141,7 +208,7 @@ def read_images(path: str | Path) -> tuple[np.ndarray, np.ndarray | None, dict[s
                 f"{path} has no /images dataset; store training images as /images (N x C x H x W)"
             )
         images = _array(f, "images", Path(path)).astype(np.float32)
-        labels = _array(f, "labels", Path(path)).astype(np.int64) if "labels" in f else None
+        labels = _labels(_array(f, "labels", Path(path))) if "labels" in f else None
         attrs = {k: _plain(v) for k, v in f.attrs.items()}
     if images.ndim == 3:
         images = images[:, None]
@@ -157,7 +224,16 @@ def read_images(path: str | Path) -> tuple[np.ndarray, np.ndarray | None, dict[s
         )
     if labels is not None and labels.shape != (images.shape[0],):
         raise InvdiffError(f"/labels in {path} has shape {labels.shape}; expected ({len(images)},)")
+    if labels is not None and labels.dtype != np.int64:
+        raise InvdiffError(f"/labels in {path} must be integers (one class per image)")
     return images, labels, attrs
+
+
+def _labels(labels: np.ndarray) -> np.ndarray:
+    """Return integer class labels as int64; other values keep their dtype (and are refused)."""
+    if labels.dtype.kind == "f" and np.isfinite(labels).all() and (labels == labels.round()).all():
+        return labels.astype(np.int64)
+    return labels.astype(np.int64) if labels.dtype.kind in "iu" else labels
 
 
 def write_datasets(
@@ -167,11 +243,22 @@ def write_datasets(
     force: bool = True,
 ) -> None:
     """Write arrays and attributes to a new HDF5 file atomically."""
-    with atomic_path(path, force=force) as tmp, _h5py().File(tmp, "w") as f:
+    with atomic_path(path, force=force) as tmp:
+        _write_h5(tmp, datasets, attrs or {})
+
+
+def _write_h5(path: Path, datasets: dict[str, np.ndarray], attrs: dict[str, Any]) -> None:
+    """Write an HDF5 file: built in memory, then written in one go, so that a failed write (a
+    full disk) is one OSError of Python's, never an h5py file left open and failing again when
+    garbage-collected (or at exit)."""
+    buffer = io.BytesIO()
+    with _h5py().File(buffer, "w") as f:
         for name, arr in datasets.items():
             f.create_dataset(name, data=arr, compression="gzip" if arr.size > 4096 else None)
-        for key, value in (attrs or {}).items():
+        for key, value in attrs.items():
             f.attrs[key] = value
+    with open(path, "wb") as out:
+        out.write(buffer.getbuffer())
 
 
 def _plain(v: Any) -> Any:
@@ -224,13 +311,11 @@ def _images(arr: np.ndarray, name: str, path: Path) -> np.ndarray:
 
 def read_solve_input(path: str | Path) -> SolveInput:
     """Read a solve input in the invdiff, fastMRI or LoDoPaB layout; one-line errors."""
-    import json
-
     path = Path(path)
     with _open(path) as f:
         attrs = {k: _plain(v) for k, v in f.attrs.items()}
         if "kspace" in f:
-            return _read_fastmri(f, path, attrs)
+            return _slices(_read_fastmri(f, path, attrs))
         if "data" in f and not {"measurement", "image", "images"} & set(f):
             y = _finite(_array(f, "data", path).astype(np.float32), "/data", path)
             if y.ndim != 3:
@@ -247,8 +332,8 @@ def read_solve_input(path: str | Path) -> SolveInput:
                 measurements[name] = _array(group, name, path, "fiuc")
         for name, y in measurements.items():
             label = f"/measurements/{name}" if name else "/measurement"
-            if y.dtype.kind not in "fciu":
-                raise InvdiffError(f"{label} in {path} is not numeric ({y.dtype})")
+            if y.ndim == 0:
+                raise InvdiffError(f"{label} in {path} is a single number; store N x (data)")
             _finite(y, label, path)
         key = "image" if "image" in f else "images" if "images" in f else None  # training layout
         image = _images(_array(f, key, path), f"/{key}", path) if key else None
@@ -262,31 +347,69 @@ def read_solve_input(path: str | Path) -> SolveInput:
                 f"{path} has neither /measurement nor /image; store the data as /measurement "
                 "(or /image with --simulate)"
             )
-        angles = _array(f, "angles", path).astype(np.float64) if "angles" in f else None
-        mask = _array(f, "mask", path) if "mask" in f else None
-        params = attrs.get("operator_params", "{}")
-        try:
-            params = json.loads(params) if isinstance(params, str) else {}
-        except json.JSONDecodeError:
-            raise InvdiffError(f"attribute operator_params of {path} is not JSON") from None
-        if not isinstance(params, dict):
-            raise InvdiffError(
-                f'attribute operator_params of {path} must be a JSON object such as {{"views": 23}}'
+        angles = _geometry(f, "angles", path)
+        mask = _geometry(f, "mask", path)
+        return _slices(
+            SolveInput(
+                path,
+                "invdiff",
+                measurements,
+                image,
+                truth,
+                None if angles is None else angles.astype(np.float64),
+                mask,
+                _operator(attrs, path),
+                _operator_params(attrs, path),
+                attrs,
             )
-        if not isinstance(attrs.get("operator", ""), str):
-            raise InvdiffError(f"attribute operator of {path} must be an operator name")
-        return SolveInput(
-            path,
-            "invdiff",
-            measurements,
-            image,
-            truth,
-            angles,
-            mask,
-            attrs.get("operator"),
-            params,
-            attrs,
         )
+
+
+def _geometry(f, name: str, path: Path) -> np.ndarray | None:
+    """Return the optional /angles or /mask, numeric and finite."""
+    return _finite(_array(f, name, path), f"/{name}", path) if name in f else None
+
+
+def _operator(attrs: dict[str, Any], path: Path) -> str | None:
+    name = attrs.get("operator")
+    if name is not None and not isinstance(name, str):
+        raise InvdiffError(f"attribute operator of {path} must be an operator name")
+    return name
+
+
+def _operator_params(attrs: dict[str, Any], path: Path) -> dict[str, Any]:
+    """Return the attribute operator_params, which must be a JSON object (text)."""
+    import json
+
+    text = attrs.get("operator_params", "{}")
+    example = 'a JSON object such as {"views": 23}'
+    if not isinstance(text, str):
+        raise InvdiffError(f"attribute operator_params of {path} must be text holding {example}")
+    try:
+        params = json.loads(text)
+    except json.JSONDecodeError:
+        raise InvdiffError(
+            f"attribute operator_params of {path} is not JSON; store {example}"
+        ) from None
+    if not isinstance(params, dict):
+        raise InvdiffError(f"attribute operator_params of {path} must be {example}")
+    return params
+
+
+def _slices(data: SolveInput) -> SolveInput:
+    """Return ``data`` after checking that its arrays agree on the number of slices N."""
+    arrays = {
+        f"/measurements/{k}" if k else "/measurement": v for k, v in data.measurements.items()
+    }
+    arrays.update({"/image": data.image, "/ground_truth": data.ground_truth})
+    counts = {name: len(a) for name, a in arrays.items() if a is not None}
+    if len(set(counts.values())) > 1:
+        listed = ", ".join(f"{name} {n}" for name, n in counts.items())
+        raise InvdiffError(
+            f"{data.path}: the datasets disagree on the number of slices ({listed}); store "
+            "one entry per slice in each"
+        )
+    return data
 
 
 def _read_fastmri(f, path: Path, attrs: dict[str, Any]) -> SolveInput:
@@ -298,7 +421,12 @@ def _read_fastmri(f, path: Path, attrs: dict[str, Any]) -> SolveInput:
             "complex S x H x W (multi-coil files are not supported)"
         )
     _finite(k, "kspace", path)
-    mask = _array(f, "mask", path) if "mask" in f else None
+    mask = _geometry(f, "mask", path)
+    if mask is not None and mask.shape != (k.shape[-1],):
+        raise InvdiffError(
+            f"/mask in {path} has shape {mask.shape}; fastMRI's mask has one entry per k-space "
+            f"column ({k.shape[-1]},)"
+        )
     truth = None
     if "reconstruction_esc" in f:
         truth = _images(_array(f, "reconstruction_esc", path), "reconstruction_esc", path)

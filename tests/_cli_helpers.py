@@ -15,11 +15,13 @@ def invoke(*args):
 
 
 def assert_user_error(result, *words, ignore_case: bool = False):
-    """Exit code 2, no traceback, exactly one 'Error: ...' line containing every word."""
-    assert result.exit_code == 2, result.output
+    """Exit code 2, no traceback, exactly one 'Error: ...' line, on stderr, containing every
+    word."""
+    assert result.exit_code == 2, (result.output, result.exception)
     assert "Traceback" not in result.output
     lines = [ln for ln in result.output.strip().splitlines() if ln.strip()]
     assert len(lines) == 1 and lines[0].startswith("Error: "), result.output
+    assert result.stderr.strip() == lines[0], result.output
     line = lines[0].lower() if ignore_case else lines[0]
     for w in words:
         assert (w.lower() if ignore_case else w) in line, lines[0]

@@ -164,3 +164,95 @@ def test_old_option_spellings_still_work_with_a_note(tiny_model, tmp_path):
     assert "--n is deprecated" in r.stderr and "use --samples" in r.stderr
     with h5py.File(tmp_path / "s.h5") as f:
         assert f["samples"].shape[0] == 1
+
+
+# Help and flags --------------------------------------------------------------------------------
+
+COMMANDS = [
+    [],
+    ["sample"],
+    ["solve"],
+    ["train"],
+    ["train-classifier"],
+    ["data", "phantoms"],
+    ["data", "photos"],
+    ["data", "ellipses"],
+    ["data", "mni152"],
+    ["operators", "list"],
+    ["operators", "check"],
+]
+
+
+@pytest.mark.parametrize("command", COMMANDS, ids=[" ".join(c) or "invdiff" for c in COMMANDS])
+def test_flags_show_no_value_in_help(command):
+    """A flag (--force, --progress/--no-progress, --help) takes no value, and --help says so."""
+    from typer.testing import CliRunner
+
+    from invdiff.cli import app
+
+    r = CliRunner().invoke(app, [*command, "--help"], env={"COLUMNS": "200"})
+    assert r.exit_code == 0, r.output
+    assert "<bool>" not in r.output and "--help" in r.output
+
+
+@pytest.mark.parametrize(
+    "words,named",
+    [
+        (["--force", "true"], "true"),
+        (["--force=true"], "--force"),
+        (["--progress=no"], "--progress"),
+    ],
+)
+def test_a_flag_given_a_value_is_a_one_line_error(words, named, tmp_path):
+    assert_user_error(invoke("sample", "-o", tmp_path / "s.h5", *words), named)
+    assert not (tmp_path / "s.h5").exists()
+
+
+def test_shared_options_are_defined_once():
+    """--batch-size, --device, --threads, --force and --progress read the same everywhere."""
+    import typer
+    import typer.main
+
+    from invdiff.cli import app
+
+    root = typer.main.get_command(app)
+    ctx = typer.Context(root)
+    helps: dict[str, set] = {}
+    for name in ("sample", "solve", "train", "train-classifier"):
+        for p in root.get_command(ctx, name).params:
+            if p.name in ("batch_size", "device", "threads", "force", "progress"):
+                helps.setdefault(p.name, set()).add((tuple(p.opts), p.help))
+    assert set(helps) == {"batch_size", "device", "threads", "force", "progress"}
+    assert all(len(v) == 1 for v in helps.values()), helps
+
+
+def test_solve_help_shows_inputs_and_every_operator_option():
+    from typer.testing import CliRunner
+
+    from invdiff.cli import app
+    from invdiff.plugins import build_registry, make_plugin_manager
+
+    r = CliRunner().invoke(app, ["solve", "--help"], env={"COLUMNS": "250"})
+    assert r.exit_code == 0, r.output
+    text = " ".join(r.output.split())
+    assert "--operator NAME" in text and "INPUT.h5" in text
+    for entry in build_registry(make_plugin_manager()).values():
+        assert f"{entry.name}: " in text
+        for p in entry.params:
+            assert p.option in text, (entry.name, p.option)
+    assert "--views INT (default 23)" in text
+
+
+def test_errors_name_options_not_python_names(tmp_path):
+    src = tmp_path / "in.h5"
+    with h5py.File(src, "w") as f:
+        f["image"] = np.zeros((1, 1, 16, 16), np.float32)
+    base = ["solve", "--operator", "masking", "--simulate", src, "-o", tmp_path / "o.h5"]
+    for extra, word in (
+        (["--strategy", "dps", "--cg-iters", "3"], "--cg-iters"),
+        (["--strategy", "projection", "--lambda", "3"], "--lambda"),
+        (["--strategy", "dps", "--lambda", "1"], "--lambda"),
+    ):
+        r = invoke(*base, *extra)
+        assert_user_error(r, word)
+        assert "cg_iters" not in r.output and "lam " not in r.output

@@ -342,3 +342,37 @@ def test_operator_options_are_typed_by_one_rule_from_the_command_line_and_from_f
     for call, word in refused:
         with pytest.raises(InvdiffError, match=word):
             call()
+
+
+def test_png_preview_has_titled_columns_and_a_colour_bar(tmp_path, tiny_model):
+    """--png: truth, baseline, reconstruction, std (colour map and bar), |error|; one row per
+    slice, titles above (drawn without matplotlib)."""
+    import imageio.v3 as iio
+
+    from invdiff.images import MIN_COLUMN, PAD, TITLE_H, preview_columns
+
+    images = make_phantoms(2, 16, seed=4)[0]
+    src = write(tmp_path / "in.h5", image=images)
+    out, png = tmp_path / "o.h5", tmp_path / "o.png"
+    args = ["--model", tiny_model, "--operator", "masking", "--simulate", src, "-o", out]
+    r = invoke("solve", *args, "--png", png, "--steps", "2", "--samples", "2", "--no-progress")
+    assert r.exit_code == 0, r.output
+    picture = iio.imread(png).astype(float) / 255
+    tile = 16 * max(2, -(-MIN_COLUMN // 16))
+    with h5py.File(out) as f:
+        mean, baseline, std = f["reconstruction"][:], f["baseline"][:], f["std"][:]
+        cols, top = preview_columns(mean, images, baseline, std, f.attrs["baseline"])
+    titles = ["truth", "biharmonic", "reconstruction", "std", "|error|"]
+    assert [title for title, _ in cols] == titles
+    assert picture.shape[0] == TITLE_H + 2 * (tile + PAD)  # one row per slice
+    assert picture.shape[1] > PAD + 5 * (tile + PAD)  # five columns, then the colour bar
+    for j in range(5):  # every column has a title: dark pixels in the band above it
+        x = PAD + j * (tile + PAD)
+        assert picture[:TITLE_H, x : x + tile].min() < 0.5, j
+    x = PAD + 3 * (tile + PAD)  # std: in colour; the images are grey
+    std_tile = picture[TITLE_H : TITLE_H + tile, x : x + tile]
+    assert np.ptp(std_tile, axis=-1).max() > 0.2 and top > 0
+    bar = picture[TITLE_H : TITLE_H + tile, PAD + 5 * (tile + PAD) + PAD]
+    assert np.ptp(bar, axis=-1).max() > 0.2  # the colour bar
+    truth = picture[TITLE_H : TITLE_H + tile, PAD : PAD + tile]
+    assert np.ptp(truth, axis=-1).max() < 1e-6

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import typer
 
+from invdiff.cli._common import Command, Group, handle_sigterm
+
 app = typer.Typer(
     name="invdiff",
     help="Solve imaging inverse problems with a diffusion prior.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
+    cls=Group,
 )
 
 
@@ -18,11 +21,13 @@ def _register() -> None:
 
     app.add_typer(data.app, name="data")
     app.add_typer(operators.app, name="operators")
-    app.command("train")(train.train)
-    app.command("train-classifier")(train_classifier.train_classifier)
-    app.command("sample")(sample.sample)
+    app.command("train", cls=Command)(train.train)
+    app.command("train-classifier", cls=Command)(train_classifier.train_classifier)
+    app.command("sample", cls=Command)(sample.sample)
     app.command(
         "solve",
+        cls=solve.SolveCommand,
+        options_metavar=solve.USAGE,
         context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
     )(solve.solve)
 
@@ -48,4 +53,5 @@ _register()
 
 
 def main() -> None:
+    handle_sigterm()
     app()

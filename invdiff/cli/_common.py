@@ -1,20 +1,56 @@
-"""Shared CLI plumbing: one-line errors with exit code 2, device and thread selection, checks of
-the options several commands share, and the image size a model works at."""
+"""Shared CLI plumbing: one-line errors with exit code 2 (ours and typer's own), the options every
+sampling and training command repeats (``Annotated`` aliases, one help text each), device and
+thread selection, checks of the options and output paths several commands share, the operator
+registry as the command line sees it, and the image size a model works at."""
 
 from __future__ import annotations
 
+import contextlib
 import functools
-import sys
-from collections.abc import Callable
-from typing import Any
+import math
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Annotated, Any
 
 import typer
+from typer.core import TyperCommand, TyperGroup
 
 from invdiff.errors import InvdiffError
+from invdiff.io import MAX_GIB
+from invdiff.plugins import Registry
+
+# Options shared by sample, solve, train and train-classifier (and --force by data) ------------
+
+BatchSize = Annotated[
+    int,
+    typer.Option(
+        "--batch-size", help="Batch size: samples per network call, or images per training step."
+    ),
+]
+Device = Annotated[str, typer.Option("--device", help="auto, cpu, cuda, cuda:1 ...")]
+Threads = Annotated[
+    int, typer.Option("--threads", help="CPU threads for torch (0: torch's default).")
+]
+Force = Annotated[bool, typer.Option("--force", help="Overwrite existing outputs.")]
+Progress = Annotated[bool, typer.Option("--progress/--no-progress", help="Show a progress bar.")]
+Clip = Annotated[
+    bool,
+    typer.Option(
+        "--clip/--no-clip", help="Clip the prior's denoised estimate to the data range every step."
+    ),
+]
+
+MAX_THREADS = 4096
+MAX_BATCH = 65536
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (``kill``, a scheduler, torchrun), raised in the main thread like Ctrl-C."""
 
 
 def user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Wrap a command so that InvdiffError (and friends) become one line on stderr and exit 2."""
+    """Wrap a command so that InvdiffError (and friends) become one line on stderr and exit 2;
+    Ctrl-C is "Interrupted." with exit 130 and SIGTERM "Terminated." with exit 143."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -23,11 +59,74 @@ def user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
         except InvdiffError as err:
             typer.echo(f"Error: {err}", err=True)
             raise typer.Exit(code=2) from None
-        except KeyboardInterrupt:
-            typer.echo("Interrupted.", err=True)
-            raise typer.Exit(code=130) from None
+        except KeyboardInterrupt as err:
+            terminated = isinstance(err, Terminated)
+            typer.echo("Terminated." if terminated else "Interrupted.", err=True)
+            raise typer.Exit(code=143 if terminated else 130) from None
 
     return wrapper
+
+
+def _terminate(signum: int, frame: Any) -> None:
+    raise Terminated()
+
+
+def handle_sigterm() -> None:
+    """Turn SIGTERM into :class:`Terminated` so that temporaries are removed and the command
+    ends with one line (the console script installs it; tests run commands in-process)."""
+    import signal
+
+    signal.signal(signal.SIGTERM, _terminate)
+
+
+# typer's own errors and help --------------------------------------------------------------------
+
+_CLICK_ERROR = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
+
+
+class _OneLine:
+    """Typer's usage errors (unknown option, value of the wrong type, missing argument) as one
+    'Error: ...' line naming the option and where to look, like ours; flags show no '<bool>'."""
+
+    def get_params(self, ctx):
+        params = super().get_params(ctx)
+        for p in params:
+            if getattr(p, "is_flag", False) and p.metavar is None:
+                p.metavar = ""  # a flag takes no value: show none in --help
+        return params
+
+    def make_context(self, *args, **kwargs):
+        with _one_line():
+            return super().make_context(*args, **kwargs)
+
+    def invoke(self, ctx):
+        with _one_line():
+            return super().invoke(ctx)
+
+
+@contextlib.contextmanager
+def _one_line() -> Iterator[None]:
+    try:
+        yield
+    except _CLICK_ERROR as err:
+        if type(err).__name__ == "NoArgsIsHelpError":  # `invdiff` alone prints the help
+            raise
+        text = " ".join(err.format_message().split())
+        ctx = getattr(err, "ctx", None)
+        where = f" (see `{ctx.command_path} --help`)" if ctx is not None else ""
+        typer.echo(f"Error: {text}{where}", err=True)
+        raise typer.Exit(code=err.exit_code) from None
+
+
+class Group(_OneLine, TyperGroup):
+    """The command groups of invdiff (the root, data, operators)."""
+
+
+class Command(_OneLine, TyperCommand):
+    """A command of invdiff."""
+
+
+# Devices, threads ------------------------------------------------------------------------------
 
 
 def resolve_device(name: str | None) -> str:
@@ -49,25 +148,14 @@ def resolve_device(name: str | None) -> str:
 
 def set_threads(threads: int | None) -> None:
     """Set torch's intra-op thread count when given (0 or None: torch's default)."""
-    if threads is not None and threads < 0:
-        raise InvdiffError(f"--threads must be >= 0 (0: torch's default), got {threads}")
+    if threads is not None and not 0 <= threads <= MAX_THREADS:
+        raise InvdiffError(
+            f"--threads must lie in [0, {MAX_THREADS}] (0: torch's default), got {threads}"
+        )
     if threads:
         import torch
 
         torch.set_num_threads(threads)
-
-
-def eprint(msg: str) -> None:
-    print(msg, file=sys.stderr)
-
-
-def clip_option() -> Any:
-    """The ``--clip/--no-clip`` option of the sampling commands (``invdiff.score.ClippedScore``)."""
-    return typer.Option(
-        True,
-        "--clip/--no-clip",
-        help="Clip the prior's denoised estimate to the data range every step.",
-    )
 
 
 def seeded_build(build: Any, config: dict, seed: int) -> Any:
@@ -78,6 +166,9 @@ def seeded_build(build: Any, config: dict, seed: int) -> Any:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         return build(config)
+
+
+# Option checks ---------------------------------------------------------------------------------
 
 
 def require(checks: dict[str, tuple[bool, str]]) -> None:
@@ -91,34 +182,56 @@ def require(checks: dict[str, tuple[bool, str]]) -> None:
             raise InvdiffError(f"{option} must be {must}")
 
 
-def check_output(out: Any, inputs: list[Any], force: bool, resume: bool | None = None) -> None:
-    """Refuse an output that is one of the inputs, or that exists (unless --force, or --resume
-    for commands that have it: ``resume`` not None), or whose folder is missing: before any
-    long computation."""
-    from pathlib import Path
-
-    out = Path(out)
-    for src in inputs:
-        if Path(src).exists() and out.exists() and out.resolve() == Path(src).resolve():
-            raise InvdiffError(f"--out {out} is an input file; choose another --out")
-    if not out.parent.exists():
-        raise InvdiffError(f"folder {out.parent} does not exist; create it or choose another --out")
-    if out.exists() and not (force or resume):
-        other = "choose another --out" if resume is None else "--resume to continue"
-        raise InvdiffError(f"{out} exists; pass --force to overwrite it or {other}")
+def within(value: float | None, lo: float, hi: float, kind: str = "a number") -> tuple[bool, str]:
+    """Return the ``require`` entry "``value`` is None or lies in [lo, hi]" (NaN and Inf fail)."""
+    ok = value is None or (math.isfinite(value) and lo <= value <= hi)
+    return ok, f"{kind} in [{lo:g}, {hi:g}]"
 
 
-def check_optimiser(steps: int, batch_size: int, lr: float, ema_decay: float, ckpt_every: int):
+def seed_check(seed: int | None) -> tuple[bool, str]:
+    """The ``--seed`` entry of every command: seeds k, seed + k, ... stay below 2^63."""
+    return seed is None or 0 <= seed < 2**62, "an integer in [0, 2^62)"
+
+
+def batch_check(batch_size: int | None) -> tuple[bool, str]:
+    return within(batch_size, 1, MAX_BATCH, "an integer")
+
+
+def check_training(steps: int, batch_size: int, lr: float, ema_decay: float, ckpt_every: int, seed):
     """Refuse impossible optimisation options (shared by train and train-classifier)."""
     require(
         {
             "--steps": (1 <= steps <= 10**9, "an integer in [1, 1e9]"),
-            "--batch-size": (1 <= batch_size <= 65536, "an integer in [1, 65536]"),
+            "--batch-size": batch_check(batch_size),
             "--lr": (0 < lr < 1, "a number in (0, 1)"),
             "--ema-decay": (0 <= ema_decay < 1, "in [0, 1)"),
             "--ckpt-every": (ckpt_every >= 1, ">= 1"),
+            "--seed": seed_check(seed),
         }
     )
+
+
+def check_net(base: int, res_blocks: int) -> None:
+    """Refuse network sizes that cannot be built (shared by train and train-classifier)."""
+    require(
+        {
+            "--base": within(base, 1, 1024, "an integer"),
+            "--res-blocks": within(res_blocks, 1, 16, "an integer"),
+        }
+    )
+
+
+def parse_ints(text: str, option: str, empty: bool = False) -> tuple[int, ...]:
+    """Return the comma-separated integers >= 1 of ``option`` (``--mult 1,2,2``)."""
+    try:
+        values = tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        values = (0,)
+    if min(values, default=1) < 1 or not (values or empty):
+        raise InvdiffError(
+            f"{option} takes comma-separated integers >= 1, e.g. 1,2,2; got {text!r}"
+        )
+    return values
 
 
 def check_sampling(
@@ -127,28 +240,126 @@ def check_sampling(
     snr: float | None = None,
     lam: float | None = None,
     zeta: float | None = None,
+    *,
+    samples: int | None = None,
+    batch_size: int | None = None,
+    cg_iters: int | None = None,
+    noise: float | None = None,
 ) -> None:
     """Refuse impossible sampling knobs (shared by solve and sample) before any work."""
-    import math
-
-    def finite(v: float | None) -> bool:
-        return v is None or math.isfinite(v)
-
     require(
         {
-            "--steps": (steps is None or 1 <= steps <= 100_000, "an integer in [1, 100000]"),
-            "--seed": (seed is None or 0 <= seed < 2**62, "an integer >= 0"),
-            "--snr": (finite(snr) and (snr is None or snr >= 0), "a finite number >= 0"),
-            "--lambda": (finite(lam) and (lam is None or lam > 0), "a finite number > 0"),
-            "--zeta": (finite(zeta) and (zeta is None or zeta >= 0), "a finite number >= 0"),
+            "--steps": within(steps, 1, 100_000, "an integer"),
+            "--samples": within(samples, 1, 1_000_000, "an integer"),
+            "--batch-size": batch_check(batch_size),
+            "--seed": seed_check(seed),
+            "--snr": within(snr, 0, 10),
+            "--lambda": (lam is None or (math.isfinite(lam) and 0 < lam <= 1e6), "in (0, 1e6]"),
+            "--zeta": within(zeta, 0, 1e6),
+            "--cg-iters": within(cg_iters, 1, 1000, "an integer"),
+            "--noise": within(noise, 0, 1000),
         }
     )
+
+
+def check_memory(values: int, what: str, fix: str) -> None:
+    """Refuse to make ``values`` float32 numbers when they would take more than MAX_GIB."""
+    gib = values * 4 / 2**30
+    if gib > MAX_GIB:
+        raise InvdiffError(f"{what} need {gib:.0f} GiB (more than {MAX_GIB}); {fix}")
 
 
 def check_image_size(image_size: int | None, largest: int) -> None:
     """Refuse an ``--image-size`` outside [8, largest] before any work."""
     if image_size is not None and not 8 <= image_size <= largest:
         raise InvdiffError(f"--image-size must lie in [8, {largest}], got {image_size}")
+
+
+def knob_flag(name: str) -> str:
+    """Return the option of a strategy knob: ``lam`` is --lambda, ``cg_iters`` --cg-iters."""
+    return "--lambda" if name == "lam" else "--" + name.replace("_", "-")
+
+
+# Output paths ----------------------------------------------------------------------------------
+
+
+def check_output(
+    out: Any, inputs: list[Any], force: bool, resume: bool | None = None, option: str = "--out"
+) -> None:
+    """Refuse an output that is one of the inputs, or not a regular file (a folder, a device),
+    or that exists (unless --force, or --resume for commands that have it: ``resume`` not None),
+    or whose folder is missing: before any long computation."""
+    out = Path(out)
+    for src in inputs:
+        if Path(src).exists() and out.exists() and out.resolve() == Path(src).resolve():
+            raise InvdiffError(f"{option} {out} is an input file; choose another {option}")
+    if out.exists() and not out.is_file():
+        raise InvdiffError(
+            f"{option} {out} is not a regular file (a folder or a device); choose a file name"
+        )
+    if not out.parent.exists():
+        raise InvdiffError(
+            f"folder {out.parent} does not exist; create it or choose another {option}"
+        )
+    if out.exists() and not (force or resume):
+        other = f"choose another {option}" if resume is None else "--resume to continue"
+        raise InvdiffError(f"{out} exists; pass --force to overwrite it or {other}")
+
+
+def check_outputs(outputs: dict[str, Any], inputs: list[Any], force: bool) -> None:
+    """``check_output`` for each of a command's outputs (option -> path or None), which must
+    also be different files."""
+    given = {option: Path(path) for option, path in outputs.items() if path is not None}
+    for option, path in given.items():
+        check_output(path, inputs, force, option=option)
+    seen: dict[Path, str] = {}
+    for option, path in given.items():
+        key = path.resolve()
+        if key in seen:
+            raise InvdiffError(f"{option} and {seen[key]} are the same file {path}; give two")
+        seen[key] = option
+
+
+# Operators -------------------------------------------------------------------------------------
+
+
+class CliRegistry(Registry):
+    """The operator registry as the command line sees it: plugins that failed to load or to
+    register are not Python warnings on stderr but named where they matter, when an operator
+    is not found (or by ``invdiff operators list``)."""
+
+    def __init__(self, registry: Registry, skipped: list[str]):
+        super().__init__(registry.values())
+        self.skipped = skipped
+
+    def lookup(self, name: str):
+        try:
+            return super().lookup(name)
+        except InvdiffError as err:
+            if not self.skipped:
+                raise
+            raise InvdiffError(f"{err}; note: {'; '.join(self.skipped)}") from None
+
+
+def load_registry() -> CliRegistry:
+    """Return the registry of the installed operator plugins (a fresh one per invocation)."""
+    import warnings
+
+    from invdiff.plugins import build_registry, make_plugin_manager
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        registry = build_registry(make_plugin_manager())
+    skipped = []
+    for w in caught:
+        if str(w.message).startswith("invdiff plugin"):
+            skipped.append(str(w.message))
+        else:  # not ours to swallow
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    return CliRegistry(registry, skipped)
+
+
+# Image sizes -----------------------------------------------------------------------------------
 
 
 def image_shape(

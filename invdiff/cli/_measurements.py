@@ -5,6 +5,8 @@ model's grid here."""
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from pathlib import Path
 
 from invdiff.cli._common import image_shape
@@ -50,15 +52,32 @@ def build_operators(
             params = {**file_params(entry, data.operator_params, data.path), **params}
         if noise is not None and "noise_std" not in spec.params:
             params["noise_std"] = noise
-        op = entry.create(shape, **params)
         mask = data.mask
         if mask is not None and data.format == "fastmri":
             mask = fastmri_mask(mask, shape)
-        # The file's geometry (/mask, /angles): the operator adopts or checks it.
-        op.set_geometry({"mask": mask, "angles": data.angles}, str(data.path))
+        with plugin_code(f"operator {entry.name!r} (plugin {entry.plugin!r}, {entry.package})"):
+            op = entry.create(shape, **params)
+            # The file's geometry (/mask, /angles): the operator adopts or checks it.
+            op.set_geometry({"mask": mask, "angles": data.angles}, str(data.path))
+            op = op.to(device)
         declared = {p.name: p.default for p in entry.params}
-        out.append((OperatorSpec(spec.name, {**declared, **params}), op.to(device)))
+        out.append((OperatorSpec(spec.name, {**declared, **params}), op))
     return out
+
+
+@contextlib.contextmanager
+def plugin_code(what: str) -> Iterator[None]:
+    """Run an operator plugin's code: a failure other than a one-line InvdiffError (a bug in the
+    plugin) becomes one line naming the operator and its plugin."""
+    try:
+        yield
+    except InvdiffError:
+        raise
+    except Exception as err:  # noqa: BLE001 - whatever a plugin raises
+        first = (str(err).strip().splitlines() or [""])[0][:160]
+        raise InvdiffError(
+            f"{what} failed: {type(err).__name__}: {first}; report it to the plugin's authors"
+        ) from None
 
 
 def read_measurements(data: SolveInput, ops, shape: Shape, simulate: bool, seed: int, device):
@@ -76,11 +95,13 @@ def read_measurements(data: SolveInput, ops, shape: Shape, simulate: bool, seed:
             op.hypothesis_labels(n) if op.time_conditional else _measure(op, image, seed, k, device)
             for k, (_, op) in enumerate(ops)
         ]
+    with plugin_code(" and ".join(f"operator {spec.name!r}" for spec, _ in ops)):
+        outputs = [None if op.time_conditional else op(probe) for _, op in ops]
     if data.format == "fastmri":
         data.measurements = {"mri": fastmri_kspace(data.measurements["mri"], shape)}
     measured = [spec for spec, op in ops if not op.time_conditional]
     ys = []
-    for spec, op in ops:
+    for (spec, op), probed in zip(ops, outputs, strict=True):
         if op.time_conditional:  # a class hypothesis: its "measurement" is the label
             ys.append(op.hypothesis_labels(n).to(device))
             continue
@@ -90,7 +111,7 @@ def read_measurements(data: SolveInput, ops, shape: Shape, simulate: bool, seed:
         if y is None:
             where = f"/measurements/{spec.name}" if len(measured) > 1 else "/measurement"
             raise InvdiffError(f"{data.path} has no {where} for operator {spec.name}")
-        expected = tuple(op(probe).shape[1:])
+        expected = tuple(probed.shape[1:])
         if y.ndim == len(expected) and expected[0] == 1:
             y = y[:, None]
         if tuple(y.shape[1:]) != expected:
@@ -100,7 +121,7 @@ def read_measurements(data: SolveInput, ops, shape: Shape, simulate: bool, seed:
                 f"{shape[1]}x{shape[2]} images; check the operator options "
                 "(e.g. --views, --detectors) and the model"
             )
-        complex_needed = op(probe).is_complex()
+        complex_needed = probed.is_complex()
         if complex_needed and not np.iscomplexobj(y):
             raise InvdiffError(
                 f"{spec.name} measurements are complex but {data.path} stores real data; "
@@ -108,8 +129,6 @@ def read_measurements(data: SolveInput, ops, shape: Shape, simulate: bool, seed:
             )
         if not complex_needed and np.iscomplexobj(y):
             raise InvdiffError(f"{spec.name} measurements are real but the file's are complex")
-        if len(y) != n:
-            raise InvdiffError(f"{data.path}: measurements disagree on the number of slices")
         dtype = torch.complex64 if complex_needed else torch.float32
         ys.append(torch.as_tensor(np.ascontiguousarray(y)).to(device, dtype))
     return ys
@@ -121,7 +140,13 @@ def _measure(op, image, seed: int, k: int, device):
     from invdiff.train import step_generator
 
     g = step_generator(seed, 1_000_003 + k)  # measurement noise has its own seed stream
-    return op.measure(torch.as_tensor(image), g).to(device)
+    with plugin_code(f"operator {op.name!r}"):
+        y = op.measure(torch.as_tensor(image), g).to(device)
+    if not torch.isfinite(y).all():
+        raise InvdiffError(
+            f"operator {op.name!r} measured NaN or Inf from /image; check its options and /image"
+        )
+    return y
 
 
 def check_images(images, shape: Shape, name: str, path: Path | str):

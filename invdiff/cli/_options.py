@@ -4,6 +4,7 @@ command line, and the one conversion of an operator parameter to the type its ``
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -78,7 +79,7 @@ def param_value(operator: str, param: Param, value: Any, source: Path | str | No
     ``operator_params`` of the file ``source`` (JSON) must already have the type (an int serves
     for a float) and is never parsed from text. Either must be one of ``param.choices``, if any.
     """
-    want = param.type
+    want, noise = param.type, param.name == "noise_std"  # every operator's, never negative
     if source is None:
         where, what = f"{param.option} of {operator}", f"takes a {want.__name__}"
         try:
@@ -91,6 +92,9 @@ def param_value(operator: str, param: Param, value: Any, source: Path | str | No
         if not ok or isinstance(value, bool) and want is not bool:
             raise InvdiffError(f"{where} {what}, got {value!r}")
         converted = want(value)
+    if want is float and not (math.isfinite(converted) and (converted >= 0 or not noise)):
+        must = "a finite number >= 0" if noise else "a finite number"
+        raise InvdiffError(f"{where} must be {must}, got {value!r}")
     if param.choices and converted not in param.choices:
         raise InvdiffError(f"{where} must be one of {', '.join(param.choices)}, got {value!r}")
     return converted
@@ -110,3 +114,24 @@ def file_params(entry, params: dict, source: Path | str) -> dict:
             )
         out[name] = param_value(entry.name, declared[name], value, source)
     return out
+
+
+def operator_help(registry) -> str:
+    """Return the end of ``invdiff solve --help``: each registered operator with its options,
+    their types (or choices) and defaults; paragraphs, as typer keeps their line breaks."""
+    lines = [
+        "Operators: --operator NAME, then its options (`invdiff operators list` also shows the "
+        "plugin and package of each):"
+    ]
+    for entry in registry.values():
+        lines.append(f"{entry.name}: " + ", ".join(_param_help(p) for p in entry.params))
+    return "\n\n".join(lines)
+
+
+def _param_help(param: Param) -> str:
+    if param.type is bool:
+        on, off = param.option, "--no-" + param.option[2:]
+        return f"{on}/{off} (default {on if param.default else off})"
+    kind = "|".join(param.choices) if param.choices else param.type.__name__.upper()
+    default = "''" if param.default == "" else param.default
+    return f"{param.option} {kind} (default {default})"

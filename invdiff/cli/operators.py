@@ -6,27 +6,24 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from invdiff.cli._common import user_errors
+from invdiff.cli._common import Command, Group, load_registry, require, seed_check, user_errors
 
-app = typer.Typer(help="List the installed forward operators and check them.", no_args_is_help=True)
-
-
-def _registry():
-    """Return a registry built from a fresh plugin manager (one per invocation)."""
-    from invdiff.plugins import build_registry, make_plugin_manager
-
-    return build_registry(make_plugin_manager())
+app = typer.Typer(
+    help="List the installed forward operators and check them.", no_args_is_help=True, cls=Group
+)
 
 
-@app.command("list")
+@app.command("list", cls=Command)
 @user_errors
 def list_operators() -> None:
-    """Print every registered operator: plugin, package, version, linearity and parameters."""
+    """Print every registered operator: plugin, package, version, linearity and parameters;
+    plugins that failed to load are named on stderr."""
     table = Table(title="invdiff operators")
     for column in ("name", "plugin", "package", "version", "linear"):
         table.add_column(column, no_wrap=True)
     table.add_column("parameters (default)")
-    for entry in _registry().values():
+    registry = load_registry()
+    for entry in registry.values():
         params = ", ".join(
             f"{p.option}={p.default!s}" if p.default != "" else f"{p.option}=''"
             for p in entry.params
@@ -34,9 +31,11 @@ def list_operators() -> None:
         linear = "yes" if entry.linear else "no"
         table.add_row(entry.name, entry.plugin, entry.package, entry.version, linear, params)
     Console().print(table)
+    for note in registry.skipped:
+        typer.echo(f"Warning: {note}", err=True)
 
 
-@app.command("check")
+@app.command("check", cls=Command)
 @user_errors
 def check(
     name: str = typer.Argument(..., help="operator name, as shown by `invdiff operators list`"),
@@ -45,7 +44,8 @@ def check(
     """Run the conformance kit (invdiff.testing) on one operator; exit 1 if a check fails."""
     from invdiff.testing import check_operator
 
-    entry = _registry().lookup(name)
+    require({"--seed": seed_check(seed)})
+    entry = load_registry().lookup(name)
     results = check_operator(entry, seed=seed)
     table = Table(title=f"conformance of {entry.name!r} ({entry.plugin}, {entry.package})")
     for column in ("check", "status", "value", "tolerance"):

@@ -11,14 +11,24 @@ from pathlib import Path
 import typer
 
 from invdiff.cli._common import (
+    BatchSize,
+    Clip,
+    Device,
+    Force,
+    Progress,
+    Threads,
     check_image_size,
+    check_memory,
+    check_outputs,
     check_sampling,
-    clip_option,
     deprecated,
     image_shape,
+    load_registry,
+    require,
     resolve_device,
     set_threads,
     user_errors,
+    within,
 )
 from invdiff.errors import InvdiffError
 
@@ -44,7 +54,7 @@ def sample(
     steps: int = typer.Option(100, help="Time steps (pc, ode-heun)."),
     rtol: float = typer.Option(1e-4, help="ode-rk45 relative and absolute tolerance."),
     denoise: bool = typer.Option(True, help="Finish with a Tweedie denoising step."),
-    clip: bool = clip_option(),
+    clip: Clip = True,
     label: int | None = typer.Option(
         None, "--label", help="Class-conditional: sample p(x | y = LABEL) by classifier guidance."
     ),
@@ -53,11 +63,11 @@ def sample(
         None, "--classifier", help="Classifier for --label; default: shipped lesion classifier."
     ),
     seed: int = typer.Option(0, help="Sample k uses seed + k."),
-    batch_size: int = typer.Option(16, help="Samples per network call."),
-    device: str = typer.Option("auto", help="auto, cpu, cuda ..."),
-    threads: int = typer.Option(0, help="CPU threads for torch (0: torch's default)."),
-    force: bool = typer.Option(False, "--force", help="Overwrite existing outputs."),
-    progress: bool = typer.Option(True, help="Show a progress bar."),
+    batch_size: BatchSize = 16,
+    device: Device = "auto",
+    threads: Threads = 0,
+    force: Force = False,
+    progress: Progress = True,
     image_size: int | None = typer.Option(
         None, "--image-size", help="Side of the samples (any-size models; default 64)."
     ),
@@ -72,20 +82,25 @@ def sample(
 
     from invdiff import __version__, samplers
     from invdiff.checkpoint import file_sha256, load_model, resolve_model
+    from invdiff.classifier import default_classifier_path
     from invdiff.images import grid, save_png
-    from invdiff.io import write_datasets
+    from invdiff.io import atomic_paths, write_datasets
     from invdiff.reconstruct import sample_prior
     from invdiff.score import data_range_prior
 
     if n_old is not None:
         deprecated("--n", "--samples")
         n = n_old
-    if n < 1 or batch_size < 1 or steps < 1:
-        raise InvdiffError("--samples, --batch-size and --steps must be positive")
-    check_sampling(steps=steps, seed=seed, snr=snr)
+    check_sampling(steps=steps, seed=seed, snr=snr, samples=n, batch_size=batch_size)
     check_image_size(image_size, 4096)
-    if corrector_steps < 1 or not (rtol > 0 and math.isfinite(rtol)):
-        raise InvdiffError("--corrector-steps must be >= 1 and --rtol a positive number")
+    require(
+        {
+            "--corrector-steps": within(corrector_steps, 1, 1000, "an integer"),
+            "--rtol": (0 < rtol < 1, "a number in (0, 1)"),
+            "--label": (label is None or label >= 0, "a class >= 0"),
+            "--scale": within(scale, 0, 1e6),
+        }
+    )
     if sampler not in SAMPLERS:
         raise InvdiffError(f"unknown --sampler {sampler!r}; use one of {', '.join(SAMPLERS)}")
     if predictor not in samplers.PREDICTORS:
@@ -96,14 +111,11 @@ def sample(
         corr = samplers.make_corrector(corrector, snr=snr, n_steps=corrector_steps)
     except ValueError as err:
         raise InvdiffError(f"{err} (--corrector)") from None
-    for path in (out, png):
-        if path is not None and path.exists() and not force:
-            raise InvdiffError(
-                f"{path} exists; pass --force to overwrite it or choose another name"
-            )
+    model_path = resolve_model(model)
+    used = [model_path] if label is None else [model_path, classifier or default_classifier_path()]
+    check_outputs({"--out": out, "--png": png}, used, force)
     set_threads(threads)
     dev = resolve_device(device)
-    model_path = resolve_model(model)
     score_model, config = load_model(model_path, dev)
     prior = data_range_prior(score_model, config, clip)
     image = config["image"]
@@ -111,6 +123,8 @@ def sample(
         side = image["size"]
         raise InvdiffError(f"--image-size: this model makes {side} x {side} images only")
     shape = image_shape(image, image_size or 64)  # any-size models: 64 x 64 unless told
+    what = f"--samples {n} of {' x '.join(map(str, shape))}"
+    check_memory(n * math.prod(shape), what, "draw them in several runs (--seed)")
     guidance = {}  # what records a class-conditional run in the output's attributes
     if label is not None:
         prior, guidance = class_guided(prior, score_model.sde, shape, label, scale, classifier, dev)
@@ -155,9 +169,10 @@ def sample(
         "device": dev,
         "invdiff_version": __version__,
     }
-    write_datasets(out, {"samples": x}, attrs, force=True)
-    if png is not None:
-        save_png(png, grid(x), scale=2)
+    with atomic_paths(out, png) as (out_tmp, png_tmp):  # both files or neither
+        write_datasets(out_tmp, {"samples": x}, attrs, force=True)
+        if png_tmp is not None:
+            save_png(png_tmp, grid(x), scale=2)
     typer.echo(f"wrote {n} samples to {out} ({nfe} network evaluations, {wall:.1f} s on {dev})")
 
 
@@ -169,9 +184,8 @@ def class_guided(prior, sde, shape, label: int, scale: float, classifier: Path |
     from invdiff.checkpoint import file_sha256
     from invdiff.classifier import default_classifier_path
     from invdiff.guidance import ClassifierGuidedScore, Measurement
-    from invdiff.plugins import build_registry, make_plugin_manager
 
-    entry = build_registry(make_plugin_manager())["classifier"]
+    entry = load_registry().lookup("classifier")
     op = entry.create(shape, label=label, scale=scale, classifier=str(classifier or "")).to(device)
     try:
         guided = ClassifierGuidedScore(prior, sde, [Measurement(op, torch.tensor([label]))])

@@ -16,24 +16,47 @@ output layout ``invdiff.io.SolveOutput`` and the PNG preview ``invdiff.images.sa
 from __future__ import annotations
 
 import json
+import math
 import os
+import re
 from pathlib import Path
 
 import typer
 
 from invdiff.cli._common import (
+    BatchSize,
+    Clip,
+    Command,
+    Device,
+    Force,
+    Progress,
+    Threads,
     check_image_size,
-    check_output,
+    check_memory,
+    check_outputs,
     check_sampling,
-    clip_option,
     deprecated,
+    knob_flag,
+    load_registry,
     resolve_device,
     set_threads,
     user_errors,
 )
-from invdiff.cli._options import parse_extra
+from invdiff.cli._options import operator_help, parse_extra
 from invdiff.errors import InvdiffError
 from invdiff.guidance import DEFAULT_STRATEGY
+
+USAGE = "[OPTIONS] --operator NAME [ITS OPTIONS]... INPUT.h5..."
+
+
+class SolveCommand(Command):
+    """solve's --help ends with every registered operator and its options (read when asked, so
+    that importing the command line loads no plugin)."""
+
+    def format_help(self, ctx, formatter):
+        if self.epilog is None:
+            self.epilog = operator_help(load_registry())
+        return super().format_help(ctx, formatter)
 
 
 @user_errors
@@ -48,7 +71,9 @@ def solve(
     png: Path | None = typer.Option(
         None,
         "--png",
-        help="Preview PNG, one row per slice: truth (when known), baseline, mean, std.",
+        help="Preview PNG, one row per slice (the first 4), one titled column each: truth (when "
+        "known), the baseline, the reconstruction (posterior mean), the std (with a colour bar) "
+        "and |reconstruction - truth| (when the truth is known).",
     ),
     model: str | None = typer.Option(
         None, "--model", help="Shipped model name (e.g. phantom64) or checkpoint path."
@@ -65,6 +90,9 @@ def solve(
     snr: float | None = typer.Option(None, help="Langevin corrector snr (0: no corrector)."),
     lam: float | None = typer.Option(None, "--lambda", help="Projection / DiffPIR weight."),
     zeta: float | None = typer.Option(None, help="DPS / DiffPIR step weight."),
+    cg_iters: int | None = typer.Option(
+        None, "--cg-iters", help="Conjugate-gradient iterations per step (moment, diffpir)."
+    ),
     predictor: str | None = typer.Option(None, help="PC predictor (PC-based strategies)."),
     samples: int = typer.Option(4, "--samples", help="Posterior samples per slice (std needs 2)."),
     simulate: bool = typer.Option(False, "--simulate", help="Measure /image with the operators."),
@@ -72,61 +100,52 @@ def solve(
         None, help="--simulate: noise std (default: each operator's --noise-std)."
     ),
     seed: int = typer.Option(0, help="Sample j of slice i uses seed + i * samples + j."),
-    batch_size: int = typer.Option(16, help="Samples per network call."),
-    device: str = typer.Option("auto", help="auto, cpu, cuda, cuda:1 ..."),
-    threads: int = typer.Option(0, help="CPU threads for torch (0: torch's default)."),
-    force: bool = typer.Option(False, "--force", help="Overwrite existing outputs."),
-    progress: bool = typer.Option(True, help="Show a progress bar."),
-    clip: bool = clip_option(),
+    batch_size: BatchSize = 16,
+    device: Device = "auto",
+    threads: Threads = 0,
+    force: Force = False,
+    progress: Progress = True,
+    clip: Clip = True,
     image_size: int | None = typer.Option(
         None, "--image-size", help="Image side when the input does not show it (any-size models)."
     ),
 ) -> None:
     """Reconstruct images from measurements with the diffusion prior (Bayes' rule for scores).
 
-    Give operators as --operator NAME followed by its options (see `invdiff operators list`),
-    e.g. --operator ct_sparse --views 23, and one or more input HDF5 files.
+    Give operators as --operator NAME followed by its options (listed below and by `invdiff
+    operators list`), e.g. --operator ct_sparse --views 23, then one or more input HDF5 files
+    (/measurement, or /image with --simulate; the README lists the layouts).
     """
-    from invdiff.plugins import build_registry, make_plugin_manager
+    from invdiff.checkpoint import load_model, resolve_model
 
     if sampler_old is not None:
         deprecated("--sampler", "--strategy")
         strategy = sampler_old
-    registry = build_registry(make_plugin_manager())
+    registry = load_registry()
     specs, inputs = parse_extra(list(ctx.args), registry)
     if not inputs:
         raise InvdiffError("no input file; usage: invdiff solve --operator NAME [options] IN.h5")
-    if samples < 1 or batch_size < 1 or (steps is not None and steps < 1):
-        raise InvdiffError("--samples, --batch-size and --steps must be positive")
-    check_sampling(steps=steps, seed=seed, snr=snr, lam=lam, zeta=zeta)
+    check_sampling(
+        steps=steps,
+        seed=seed,
+        snr=snr,
+        lam=lam,
+        zeta=zeta,
+        samples=samples,
+        batch_size=batch_size,
+        cg_iters=cg_iters,
+        noise=noise,
+    )
     check_image_size(image_size, 8192)
-    if noise is not None and (noise < 0 or not noise == noise):
-        raise InvdiffError(f"--noise must be >= 0, got {noise}")
-    from invdiff.guidance import STRATEGIES, strategy_options
-
-    if strategy not in STRATEGIES:
-        raise InvdiffError(f"unknown --strategy {strategy!r}; use one of {', '.join(STRATEGIES)}")
-    given = {"steps": steps, "snr": snr, "lam": lam, "zeta": zeta, "predictor": predictor}
-    accepted = strategy_options(strategy)
-    options = {k: v for k, v in given.items() if v is not None}
-    flags = {k: "--lambda" if k == "lam" else f"--{k}" for k in (*given, *accepted)}
-    for k in options:
-        if k not in accepted:
-            takes = ", ".join(flags[a] for a in sorted(accepted) if a in given)
-            raise InvdiffError(f"--strategy {strategy} takes no {flags[k]}; it takes {takes}")
-    outputs = _outputs(inputs, out, force)
-    if png is not None and len(inputs) > 1:
-        raise InvdiffError("--png needs a single input file")
-    if png is not None and png.exists() and not force:
-        raise InvdiffError(f"{png} exists; pass --force to overwrite it or choose another --png")
+    given = {"steps": steps, "snr": snr, "lam": lam, "zeta": zeta, "cg_iters": cg_iters}
+    options = _knobs(strategy, {**given, "predictor": predictor})
+    model_path = resolve_model(model)
+    outputs = _outputs(inputs, out, png, force, model_path)
     rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
     set_threads(threads)
     dev = resolve_device(device)
     if world > 1 and dev.startswith("cuda"):
         dev = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
-    from invdiff.checkpoint import load_model, resolve_model
-
-    model_path = resolve_model(model)
     score_model, config = load_model(model_path, dev)
     for k, (src, dst) in enumerate(zip(inputs, outputs, strict=True)):
         if k % world != rank:
@@ -137,11 +156,45 @@ def solve(
         )
 
 
-def _outputs(inputs: list[Path], out: Path | None, force: bool) -> list[Path]:
-    """Return one output path per input; refuse to overwrite without --force."""
+def _knobs(strategy: str, given: dict) -> dict:
+    """Return the strategy's knobs that were given, refusing an unknown strategy or a knob it
+    does not take (errors name options: --lambda, --cg-iters)."""
+    from invdiff.guidance import STRATEGIES, strategy_options
+
+    if strategy not in STRATEGIES:
+        raise InvdiffError(f"unknown --strategy {strategy!r}; use one of {', '.join(STRATEGIES)}")
+    accepted = strategy_options(strategy)
+    options = {k: v for k, v in given.items() if v is not None}
+    for k in options:
+        if k not in accepted:
+            takes = ", ".join(knob_flag(a) for a in accepted if a in given)
+            raise InvdiffError(f"--strategy {strategy} takes no {knob_flag(k)}; it takes {takes}")
+    if strategy == "projection" and options.get("lam", 0) > 1:
+        raise InvdiffError(
+            "--lambda must lie in (0, 1] for --strategy projection (how far each step moves "
+            "towards the measurement)"
+        )
+    return options
+
+
+def _flags(text: str) -> str:
+    """Return a core error message with the knobs solve takes named as options (lam: --lambda,
+    cg_iters: --cg-iters)."""
+    return re.sub(r"\b(lam|cg_iters)\b", lambda m: knob_flag(m[0]), text)
+
+
+def _outputs(
+    inputs: list[Path], out: Path | None, png: Path | None, force: bool, model: Path
+) -> list[Path]:
+    """Return one output path per input after checking every input and output path (outputs:
+    distinct, not an input or the model, in existing folders, overwritten only with --force)."""
     for src in inputs:
+        if src.is_dir():
+            raise InvdiffError(f"input {src} is a folder; give the HDF5 files in it")
         if not src.is_file():
             raise InvdiffError(f"input {src} not found; check the path")
+    if png is not None and len(inputs) > 1:
+        raise InvdiffError("--png needs a single input file")
     if out is None:
         paths = [src.with_name(src.stem + "_invdiff.h5") for src in inputs]
     elif len(inputs) > 1 or out.is_dir():
@@ -150,8 +203,15 @@ def _outputs(inputs: list[Path], out: Path | None, force: bool) -> list[Path]:
         paths = [out / (src.stem + "_invdiff.h5") for src in inputs]
     else:
         paths = [out]
-    for dst in paths:
-        check_output(dst, inputs, force)
+    writer: dict[Path, Path] = {}
+    for src, dst in zip(inputs, paths, strict=True):
+        first = writer.setdefault(dst.resolve(), src)
+        if first is not src:
+            raise InvdiffError(
+                f"inputs {first} and {src} would both write {dst}; give each input once, with "
+                "different file names, or solve them separately"
+            )
+        check_outputs({"--out": dst, "--png": png}, [*inputs, model], force)
     return paths
 
 
@@ -170,31 +230,43 @@ class SolveJob:
         self, src, dst, png, strategy, options, samples, simulate, noise, seed, batch_size, progress
     ) -> None:
         from invdiff.images import save_preview
-        from invdiff.io import read_solve_input
+        from invdiff.io import atomic_paths, read_solve_input
 
         data = read_solve_input(src)
         if not self.specs and data.operator is None:
             raise InvdiffError(
                 f"{data.path} does not say how it was measured; pass --operator NAME"
             )
-        ops, ys = self.measured(data, simulate, noise, seed)
+        ops, ys, shape = self.measured(data, simulate, noise, seed)
+        check_memory(
+            len(ys[0]) * samples * math.prod(shape),
+            f"{len(ys[0])} slice(s) x {samples} sample(s) of {' x '.join(map(str, shape))}",
+            "lower --samples or split the input file",
+        )
         rec = self.sample(src, ops, ys, strategy, options, samples, seed, batch_size, progress)
         result = self.output(data, ops, ys, rec, strategy, options, simulate, seed)
-        result.write(dst)
+        with atomic_paths(dst, png) as (dst_tmp, png_tmp):  # both files or neither
+            result.write(dst_tmp)
+            if png_tmp is not None:
+                save_preview(
+                    png_tmp,
+                    result.reconstruction,
+                    result.ground_truth,
+                    result.baseline,
+                    result.std,
+                    baseline_name=result.attrs["baseline"],
+                )
         message = f"wrote {dst}: {len(ys[0])} slice(s) x {samples} sample(s), {strategy}"
         if result.metrics:
             message += f"; PSNR {result.attrs['invdiff_psnr_mean']:.2f} dB"
             if result.baseline is not None:
                 name, value = result.attrs["baseline"], result.attrs["baseline_psnr_mean"]
                 message += f" (baseline {name} {value:.2f} dB)"
-        if png is not None:
-            save_preview(
-                png, result.reconstruction, result.ground_truth, result.baseline, result.std
-            )
         typer.echo(f"{message}; {rec.seconds:.1f} s on {self.device}")
 
     def measured(self, data, simulate: bool, noise: float | None, seed: int):
-        """Return the operators [(spec, op)] and their measurements for one input."""
+        """Return the operators [(spec, op)], their measurements and the image shape (C, H, W)
+        of one input."""
         from invdiff.cli._measurements import (
             build_operators,
             check_images,
@@ -206,7 +278,7 @@ class SolveJob:
         if data.ground_truth is not None:
             check_images(data.ground_truth, shape, "/ground_truth", data.path)
         ops = build_operators(self.registry, self.specs, data, shape, noise, self.device)
-        return ops, read_measurements(data, ops, shape, simulate, seed, self.device)
+        return ops, read_measurements(data, ops, shape, simulate, seed, self.device), shape
 
     def sample(self, src, ops, ys, strategy, options, samples, seed, batch_size, progress):
         """Return the Reconstruction of one input, with a progress bar over its time steps."""
@@ -237,7 +309,7 @@ class SolveJob:
                     callback=lambda _: bar.advance(task),
                 )
             except ValueError as err:
-                raise InvdiffError(f"{strategy}: {err}") from None
+                raise InvdiffError(f"{strategy}: {_flags(str(err))}") from None
         if not torch.isfinite(rec.samples).all():
             raise InvdiffError(
                 f"{strategy} produced NaN/Inf for {src}; lower --lambda/--zeta or raise --steps"

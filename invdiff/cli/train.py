@@ -8,13 +8,21 @@ from pathlib import Path
 import typer
 
 from invdiff.cli._common import (
-    check_optimiser,
+    BatchSize,
+    Device,
+    Force,
+    Progress,
+    Threads,
+    check_net,
     check_output,
+    check_training,
+    parse_ints,
     require,
     resolve_device,
     seeded_build,
     set_threads,
     user_errors,
+    within,
 )
 from invdiff.errors import InvdiffError
 
@@ -45,7 +53,7 @@ def train(
         True, "--mid-attention/--no-mid-attention", help="Self-attention in the UNet middle."
     ),
     steps: int = typer.Option(10_000, help="Optimiser steps."),
-    batch_size: int = typer.Option(16, help="Global batch size."),
+    batch_size: BatchSize = 16,
     lr: float = typer.Option(2e-4, help="Adam learning rate."),
     warmup: int = typer.Option(500, help="Linear warm-up steps."),
     ema_decay: float = typer.Option(0.999, help="EMA decay of the weights."),
@@ -56,10 +64,10 @@ def train(
     attn: str = typer.Option("", help="Feature-map sizes with attention, e.g. '16'."),
     seed: int = typer.Option(0, help="Seed of initialisation, batches and noise."),
     resume: bool = typer.Option(False, "--resume", help="Continue from OUT.train if present."),
-    force: bool = typer.Option(False, "--force", help="Overwrite an existing OUT (new run)."),
-    device: str = typer.Option("auto", help="auto, cpu, cuda, cuda:1 ..."),
-    threads: int = typer.Option(0, help="CPU threads for torch (0: torch's default)."),
-    progress: bool = typer.Option(True, help="Show a progress bar."),
+    force: Force = False,
+    device: Device = "auto",
+    threads: Threads = 0,
+    progress: Progress = True,
     weights: str = typer.Option("ema", help="Model file holds the 'ema' or the 'raw' weights."),
 ) -> None:
     """Train a score model with denoising score matching (Song et al. 2021)."""
@@ -83,28 +91,23 @@ def train(
     crop_cfg = CropConfig(size=crop, zoom_max=zoom_max) if crop else None
     if crop > min(h, w):
         raise InvdiffError(f"--crop {crop} must be at most the image side {min(h, w)}")
-    try:
-        net = UNetConfig(
-            channels=c,
-            base=base,
-            mult=_ints(mult),
-            num_res_blocks=res_blocks,
-            attn_resolutions=_ints(attn),
-            mid_attention=mid_attention,
-            norm=norm,
-        )
-    except ValueError:
-        raise InvdiffError("--mult and --attn take comma-separated integers, e.g. 1,2,2") from None
+    net = UNetConfig(
+        channels=c,
+        base=base,
+        mult=parse_ints(mult, "--mult"),
+        num_res_blocks=res_blocks,
+        attn_resolutions=parse_ints(attn, "--attn", empty=True),
+        mid_attention=mid_attention,
+        norm=norm,
+    )
     side = crop or h
     if side % net.downsampling:
         raise InvdiffError(f"image size {side} must be divisible by {net.downsampling} for --mult")
     if sde == "ve":
         smax = sigma_max or max_pairwise_distance(torch.as_tensor(images))
         sde_cfg = {"name": "ve", "sigma_min": sigma_min, "sigma_max": round(smax, 3)}
-    elif sde in ("vp", "subvp"):
+    else:  # vp or subvp (checked)
         sde_cfg = {"name": sde, "beta_min": 0.1, "beta_max": 20.0}
-    else:
-        raise InvdiffError(f"unknown --sde {sde!r}; use ve, vp or subvp")
     config = {
         "net": net.to_dict(),
         "sde": sde_cfg,
@@ -145,23 +148,26 @@ def train(
 
 def _check_options(o: dict) -> None:
     """Refuse impossible training options before reading any data."""
-    check_optimiser(o["steps"], o["batch_size"], o["lr"], o["ema_decay"], o["ckpt_every"])
+    check_training(o["steps"], o["batch_size"], o["lr"], o["ema_decay"], o["ckpt_every"], o["seed"])
+    check_net(o["base"], o["res_blocks"])
+    parse_ints(o["mult"], "--mult")
+    parse_ints(o["attn"], "--attn", empty=True)
     require(
         {
             "--warmup": (o["warmup"] >= 0, ">= 0"),
             "--sigma-min": (0 < o["sigma_min"] < 1e3, "a positive number"),
             "--sigma-max": (
-                o["sigma_max"] == 0 or o["sigma_max"] > o["sigma_min"],
-                "0 (automatic) or larger than --sigma-min",
+                o["sigma_max"] == 0 or o["sigma_min"] < o["sigma_max"] <= 1e5,
+                "0 (automatic) or larger than --sigma-min, at most 1e5",
             ),
+            "--sde": (o["sde"] in ("ve", "vp", "subvp"), "ve, vp or subvp"),
             "--precond": (o["precond"] in ("eps", "edm"), "eps or edm"),
             "--noise-dist": (o["noise_dist"] in ("uniform", "lognormal"), "uniform or lognormal"),
             "--p-std": (0 < o["p_std"] < 10, "a number in (0, 10)"),
             "--p-mean": (abs(o["p_mean"]) < 20, "a number in (-20, 20)"),
             "--crop": (o["crop"] >= 0, ">= 0 (0: whole images)"),
-            "--zoom-max": (1 <= o["zoom_max"] <= 64, "in [1, 64]"),
-            "--base": (1 <= o["base"] <= 1024, "in [1, 1024]"),
-            "--res-blocks": (1 <= o["res_blocks"] <= 16, "in [1, 16]"),
+            "--zoom-max": within(o["zoom_max"], 1, 64),
+            "--weights": (o["weights"] in ("ema", "raw"), "ema or raw"),
         }
     )
 
@@ -184,7 +190,3 @@ def _read_all(files: list[Path]):
         else {f.name: p[2] for f, p in zip(files, parts, strict=True)}
     )
     return np.concatenate([p[0] for p in parts]), attrs
-
-
-def _ints(text: str) -> tuple[int, ...]:
-    return tuple(int(v) for v in text.split(",") if v.strip())

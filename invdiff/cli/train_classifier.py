@@ -7,8 +7,14 @@ from pathlib import Path
 import typer
 
 from invdiff.cli._common import (
-    check_optimiser,
+    BatchSize,
+    Device,
+    Force,
+    Threads,
+    check_net,
     check_output,
+    check_training,
+    parse_ints,
     resolve_device,
     seeded_build,
     set_threads,
@@ -25,7 +31,7 @@ def train_classifier(
         None, "--model", help="Score model whose SDE the classifier is for; default: shipped."
     ),
     steps: int = typer.Option(2000, help="Optimiser steps."),
-    batch_size: int = typer.Option(32, help="Batch size."),
+    batch_size: BatchSize = 32,
     lr: float = typer.Option(1e-3, help="AdamW learning rate."),
     ema_decay: float = typer.Option(0.99, help="EMA decay of the weights (0: no EMA)."),
     base: int = typer.Option(16, help="Channels at full resolution."),
@@ -41,10 +47,10 @@ def train_classifier(
     resume: bool = typer.Option(
         False, "--resume", help="Continue from OUT.train (same options); exact on CPU."
     ),
-    force: bool = typer.Option(False, "--force", help="Overwrite an existing OUT (new run)."),
+    force: Force = False,
     seed: int = typer.Option(0, help="Seed of initialisation, batches and noise."),
-    device: str = typer.Option("auto", help="auto, cpu, cuda, cuda:1 ..."),
-    threads: int = typer.Option(0, help="CPU threads for torch (0: torch's default)."),
+    device: Device = "auto",
+    threads: Threads = 0,
 ) -> None:
     """Train p_t(y | x_t) on images diffused with the model's SDE (Song et al. 2021, Sec. 5)."""
     import numpy as np
@@ -59,10 +65,12 @@ def train_classifier(
     from invdiff.io import read_images
 
     set_threads(threads)
-    check_optimiser(steps, batch_size, lr, ema_decay, ckpt_every)
-    check_output(out, [data], force, resume)
-    dev = resolve_device(device)
+    check_training(steps, batch_size, lr, ema_decay, ckpt_every, seed)
+    check_net(base, res_blocks)
+    mults = parse_ints(mult, "--mult")
     model_path = model or default_model_path()
+    check_output(out, [data, model_path], force, resume)
+    dev = resolve_device(device)
     model_cfg = load(model_path, MODEL_FORMAT)["config"]
     images, labels, attrs = read_images(data)
     if labels is None:
@@ -78,11 +86,7 @@ def train_classifier(
             f"images in {data} are {c}x{h}x{w} but the model expects "
             f"{image['channels']}x{image['size']}x{image['size']}; use matching data or --model"
         )
-    try:
-        mults = tuple(int(v) for v in mult.split(",") if v.strip())
-        net = ClassifierConfig(c, int(classes.max()) + 1, base, mults, res_blocks)
-    except ValueError:
-        raise InvdiffError("--mult takes comma-separated integers, e.g. 1,2,2,2") from None
+    net = ClassifierConfig(c, int(classes.max()) + 1, base, mults, res_blocks)
     config = {
         "net": net.to_dict(),
         "sde": model_cfg["sde"],
