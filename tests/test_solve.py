@@ -376,3 +376,27 @@ def test_png_preview_has_titled_columns_and_a_colour_bar(tmp_path, tiny_model):
     assert np.ptp(bar, axis=-1).max() > 0.2  # the colour bar
     truth = picture[TITLE_H : TITLE_H + tile, PAD : PAD + tile]
     assert np.ptp(truth, axis=-1).max() < 1e-6
+
+
+def test_fast_setting_starts_from_the_baseline_and_is_recorded(tmp_path, truth64):
+    """--steps 49 --sigma-start 1 (the fast setting): 50 NFE, recorded in the output."""
+    src = write(tmp_path / "in.h5", image=truth64[:1])
+    out = tmp_path / "out.h5"
+    args = ["--samples", "1", "--no-progress", "--image-size", "64", "--steps", "9"]
+    r = invoke(
+        "solve",
+        "--operator",
+        "ct_sparse",
+        "--simulate",
+        src,
+        "-o",
+        out,
+        *args,
+        "--sigma-start",
+        "1",
+    )
+    assert r.exit_code == 0, r.output
+    with h5py.File(out) as f:
+        assert json.loads(f.attrs["strategy_options"])["sigma_start"] == 1.0
+        assert int(f.attrs["nfe_per_sample"]) == 10
+        assert f["metrics/invdiff_psnr"][0] > f["metrics/baseline_psnr"][0]

@@ -245,6 +245,7 @@ def check_sampling(
     batch_size: int | None = None,
     cg_iters: int | None = None,
     noise: float | None = None,
+    sigma_start: float | None = None,
 ) -> None:
     """Refuse impossible sampling knobs (shared by solve and sample) before any work."""
     require(
@@ -258,6 +259,7 @@ def check_sampling(
             "--zeta": within(zeta, 0, 1e6),
             "--cg-iters": within(cg_iters, 1, 1000, "an integer"),
             "--noise": within(noise, 0, 1000),
+            "--sigma-start": within(sigma_start, 0, 1e5),
         }
     )
 

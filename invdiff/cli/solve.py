@@ -93,6 +93,11 @@ def solve(
     cg_iters: int | None = typer.Option(
         None, "--cg-iters", help="Conjugate-gradient iterations per step (moment, diffpir)."
     ),
+    sigma_start: float | None = typer.Option(
+        None,
+        "--sigma-start",
+        help="DiffPIR: start at this noise level from the classical baseline (0: from noise).",
+    ),
     predictor: str | None = typer.Option(None, help="PC predictor (PC-based strategies)."),
     samples: int = typer.Option(4, "--samples", help="Posterior samples per slice (std needs 2)."),
     simulate: bool = typer.Option(False, "--simulate", help="Measure /image with the operators."),
@@ -135,9 +140,11 @@ def solve(
         batch_size=batch_size,
         cg_iters=cg_iters,
         noise=noise,
+        sigma_start=sigma_start,
     )
     check_image_size(image_size, 8192)
     given = {"steps": steps, "snr": snr, "lam": lam, "zeta": zeta, "cg_iters": cg_iters}
+    given["sigma_start"] = sigma_start
     options = _knobs(strategy, {**given, "predictor": predictor})
     model_path = resolve_model(model)
     outputs = _outputs(inputs, out, png, force, model_path)
