@@ -29,6 +29,10 @@ from invdiff.errors import InvdiffError
 from invdiff.hookspecs import hookimpl
 from invdiff.operator import DEFAULT_NOISE_STD, LinearOperator, Param
 
+#: Largest system matrix built, as estimated below (entries of A; A^T doubles it): 720 views at
+#: 512 x 512 pass, 1000 do not (about 6 GB and more with both).
+MAX_NONZEROS = 6e8
+
 
 def equispaced_angles(views: int) -> np.ndarray:
     """Return the parallel-beam angles of ``views`` equispaced views over [0, pi) (radians)."""
@@ -112,6 +116,15 @@ class CTSparse(LinearOperator):
             )
         self.views = int(views)
         self.detectors = int(detectors) or math.ceil(math.hypot(h, w))
+        # The linear projector touches about 2 pixels per ray per image row: refuse a geometry
+        # whose system matrix (stored twice, A and A^T) would not fit before building it.
+        nonzeros = 2 * self.views * min(self.detectors, 2 * (h + w)) * max(h, w)
+        if nonzeros > MAX_NONZEROS:
+            raise InvdiffError(
+                f"ct_sparse: {self.views} views x {self.detectors} detectors on {h} x {w} need "
+                f"about {nonzeros:.1e} system-matrix entries (at most {MAX_NONZEROS:.0e}); "
+                "use fewer --views or --detectors"
+            )
         mat = system_matrix((h, w), self.views, self.detectors)
         dtype = torch.get_default_dtype()
         for prefix, m in (("a", mat), ("at", mat.T.tocsr())):

@@ -259,3 +259,10 @@ def test_set_mask_takes_a_stored_mask_and_checks_it():
             op.set_mask(m[:-1])
         with pytest.raises(InvdiffError, match="0 and 1"):
             op.set_mask(m * 0.5)
+
+
+def test_ct_geometry_too_large_is_refused_before_building_the_matrix():
+    from invdiff_operators.ct_sparse import CTSparse
+
+    with pytest.raises(InvdiffError, match="use fewer --views"):
+        CTSparse((1, 64, 64), views=10**9)
