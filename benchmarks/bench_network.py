@@ -23,6 +23,7 @@ import os
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch: libgomp spin-waits otherwise
 
 import argparse  # noqa: E402
+import copy  # noqa: E402
 import statistics  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
@@ -48,14 +49,13 @@ def variants(model, names):
         elif name == "inference":
             out[name] = (torch.inference_mode, model.score)
         elif name == "channels_last":
-            m = load_model(resolve_model(None))[0].to(memory_format=torch.channels_last)
+            m = copy.deepcopy(model).to(memory_format=torch.channels_last)
             out[name] = (
                 torch.no_grad,
                 lambda x, t, m=m: m.score(x.contiguous(memory_format=torch.channels_last), t),
             )
         elif name == "compile":
-            m = load_model(resolve_model(None))[0]
-            out[name] = (torch.no_grad, torch.compile(m.score, dynamic=False))
+            out[name] = (torch.no_grad, torch.compile(copy.deepcopy(model).score, dynamic=False))
         else:
             raise ValueError(f"unknown variant {name!r}; use {VARIANTS}")
     return out

@@ -38,10 +38,10 @@ if not __package__:  # run by path: import benchmarks as a package, not its modu
 
 from benchmarks import ood_images  # noqa: E402
 from benchmarks.common import machine, write_results  # noqa: E402
+from invdiff.atomic import atomic_path  # noqa: E402
 from invdiff.baselines import fista_tv, lipschitz_constant  # noqa: E402
 from invdiff.checkpoint import file_sha256, load_model, resolve_model  # noqa: E402
 from invdiff.guidance import strategy_options  # noqa: E402
-from invdiff.io import atomic_path  # noqa: E402
 from invdiff.metrics import SSIM_CONVENTION, psnr, ssim  # noqa: E402
 from invdiff.plugins import build_registry, make_plugin_manager  # noqa: E402
 from invdiff.reconstruct import reconstruct  # noqa: E402

@@ -55,7 +55,7 @@ def portable(text: str) -> str:
 def write_results(name: str, report: dict, markdown: str, results: Path = RESULTS) -> None:
     """Write NAME.json and NAME.md into the folder ``results`` (atomically), absolute paths made
     portable."""
-    from invdiff.io import atomic_path
+    from invdiff.atomic import atomic_path
 
     results.mkdir(exist_ok=True)
     texts = ((".json", json.dumps(report, indent=1) + "\n"), (".md", markdown))

@@ -62,14 +62,8 @@ from benchmarks.harness_report import figures, jsonable, markdown  # noqa: E402
 from benchmarks.harness_tasks import load_data, run_sweep, run_task  # noqa: E402
 from benchmarks.harness_verdict import targets  # noqa: E402
 
-
-def deepinv_status() -> str:
-    """Return why the optional DeepInverse peer ran or was skipped."""
-    try:
-        import deepinv  # noqa: F401
-    except ImportError:
-        return "skipped (deepinv is not installed)"
-    return "not in this run: see benchmarks/bench_deepinv.py (same prior, images and NFE)"
+#: Where the DeepInverse comparison lives (its own run: same prior, images and NFE).
+DEEPINV = "not in this run: see benchmarks/bench_deepinv.py (same prior, images and NFE)"
 
 
 def run(
@@ -118,7 +112,7 @@ def run(
             "data": checksums,
             "checksums_all_match": all(v["matches_SHA256SUMS"] for v in checksums.values()),
             "figures": written,
-            "deepinv": deepinv_status(),
+            "deepinv": DEEPINV,
         },
         "targets": targets(tasks),
         "tasks": tasks,

@@ -66,7 +66,7 @@ def sweep_figure(path: Path, sweep: list[dict], tasks: dict) -> bool:
         ax.set_title(name)
         ax.legend(fontsize=8)
     fig.tight_layout()
-    from invdiff.io import atomic_path
+    from invdiff.atomic import atomic_path
 
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=100)

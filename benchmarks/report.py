@@ -119,7 +119,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=ROOT / "BENCHMARKS.md")
     args = parser.parse_args()
-    from invdiff.io import atomic_path
+    from invdiff.atomic import atomic_path
 
     with atomic_path(args.out) as tmp:
         tmp.write_text(assemble())

@@ -15,8 +15,8 @@ from typing import Any
 
 import torch
 
+from invdiff.atomic import atomic_path
 from invdiff.errors import InvdiffError
-from invdiff.io import atomic_path
 from invdiff.nets import UNetConfig, build_unet
 from invdiff.score import ScoreModel
 from invdiff.sde import sde_from_config

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from invdiff.io import atomic_path
+from invdiff.atomic import atomic_path
 
 #: Preview layout, in pixels: the band of titles above the columns, the gap between tiles, the
 #: narrowest column (tiles are enlarged to it so that a title fits) and the colour bar's width.

@@ -53,7 +53,7 @@ def test_stale_temporaries_of_a_killed_writer_are_removed(tmp_path):
     import subprocess
     import sys
 
-    from invdiff.io import atomic_path
+    from invdiff.atomic import atomic_path
 
     dead = subprocess.run(
         [sys.executable, "-c", "import os; print(os.getpid())"],

@@ -699,7 +699,7 @@ def test_disk_full_in_process(name, tmp_path, tiny_model, monkeypatch):
     import imageio.v3 as iio
     import torch
 
-    from invdiff import io
+    from invdiff import atomic, io
 
     args, what = FAULTS[name]
 
@@ -710,7 +710,7 @@ def test_disk_full_in_process(name, tmp_path, tiny_model, monkeypatch):
             monkeypatch.setattr(iio, "imwrite", _enospc)
         else:
             monkeypatch.setattr(torch, "save", _enospc if what == "torch" else _torch_full)
-            monkeypatch.setattr(io, "_disk_full", lambda folder: what != "torch")
+            monkeypatch.setattr(atomic, "_disk_full", lambda folder: what != "torch")
 
     files = {"in.h5": IMAGE, "train.h5": TRAIN}
     run_case(Case(name, args, ("space",), files), tmp_path, tiny_model, fault)

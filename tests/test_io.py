@@ -10,10 +10,10 @@ import h5py
 import numpy as np
 import pytest
 
+from invdiff.atomic import atomic_path
 from invdiff.errors import InvdiffError
 from invdiff.io import (
     SolveOutput,
-    atomic_path,
     read_images,
     read_solve_input,
     write_datasets,

@@ -81,10 +81,11 @@ def sample(
     import torch
 
     from invdiff import __version__, samplers
+    from invdiff.atomic import atomic_paths
     from invdiff.checkpoint import file_sha256, load_model, resolve_model
     from invdiff.classifier import default_classifier_path
     from invdiff.images import grid, save_png
-    from invdiff.io import atomic_paths, write_datasets
+    from invdiff.io import write_datasets
     from invdiff.reconstruct import sample_prior
     from invdiff.score import data_range_prior
 

@@ -236,8 +236,9 @@ class SolveJob:
     def run(
         self, src, dst, png, strategy, options, samples, simulate, noise, seed, batch_size, progress
     ) -> None:
+        from invdiff.atomic import atomic_paths
         from invdiff.images import save_preview
-        from invdiff.io import atomic_paths, read_solve_input
+        from invdiff.io import read_solve_input
 
         data = read_solve_input(src)
         if not self.specs and data.operator is None:
