@@ -12,6 +12,7 @@ and resumed with ``resume=True`` reaches the same weights as an uninterrupted ru
 from __future__ import annotations
 
 import json
+import math
 import os
 import time
 from collections.abc import Callable
@@ -39,6 +40,12 @@ class TrainConfig:
     batch_size: int = 16
     lr: float = 2e-4
     warmup: int = 500  # linear learning-rate warm-up steps
+    # Cosine anneal of the learning rate from lr to lr * lr_final over lr_decay_steps steps,
+    # starting at step lr_decay_start (0 steps: constant). It depends on the step alone, so a run
+    # trained at a constant rate can be resumed with an anneal added.
+    lr_decay_start: int = 0
+    lr_decay_steps: int = 0
+    lr_final: float = 0.1
     grad_clip: float = 1.0
     ema_decay: float = 0.999
     ckpt_every: int = 500
@@ -54,6 +61,16 @@ def state_path(out: str | Path) -> Path:
     """Return where the resumable training state of ``out`` lives."""
     out = Path(out)
     return out.with_name(out.name + ".train")
+
+
+def lr_factor(tc: TrainConfig, step: int) -> float:
+    """Return the learning-rate multiplier of ``step``: linear warm-up, then an optional cosine
+    anneal to ``tc.lr_final`` (Loshchilov & Hutter 2017, eq. 5, one cycle without restart)."""
+    warm = min(1.0, (step + 1) / max(tc.warmup, 1))
+    if tc.lr_decay_steps <= 0 or step < tc.lr_decay_start:
+        return warm
+    frac = min(1.0, (step - tc.lr_decay_start) / tc.lr_decay_steps)
+    return warm * (tc.lr_final + (1 - tc.lr_final) * 0.5 * (1 + math.cos(math.pi * frac)))
 
 
 def step_generator(seed: int, step: int) -> torch.Generator:
@@ -172,7 +189,7 @@ def train(
     model = model.to(device)
     ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(tc.ema_decay), use_buffers=True)
     opt = torch.optim.Adam(model.parameters(), lr=tc.lr)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda k: min(1.0, (k + 1) / max(tc.warmup, 1)))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda k: lr_factor(tc, k))
     config = {**config, "training": asdict(tc)}
     start, elapsed = 0, 0.0
     spath = state_path(out)

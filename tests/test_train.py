@@ -157,6 +157,34 @@ def test_resume_is_exact_for_crop_training_with_edm_and_lognormal_noise(tiny_dat
         assert model.score(x, torch.tensor([0.3, 0.6])).shape == x.shape
 
 
+def test_learning_rate_anneal_is_a_cosine_from_lr_to_its_final_fraction():
+    from invdiff.train import TrainConfig, lr_factor
+
+    tc = TrainConfig(warmup=10, lr_decay_start=100, lr_decay_steps=50, lr_final=0.2)
+    assert lr_factor(tc, 0) == pytest.approx(0.1) and lr_factor(tc, 99) == 1.0
+    assert lr_factor(tc, 125) == pytest.approx(0.6)  # half-way: (1 + 0.2) / 2
+    assert lr_factor(tc, 150) == pytest.approx(0.2) and lr_factor(tc, 10**6) == pytest.approx(0.2)
+    factors = [lr_factor(tc, k) for k in range(100, 151)]
+    assert all(a > b for a, b in zip(factors, factors[1:], strict=False))
+    assert lr_factor(TrainConfig(warmup=10), 10**6) == 1.0  # no anneal by default
+
+
+def test_an_anneal_added_on_resume_matches_an_annealed_run(tiny_data, tmp_path):
+    """The anneal depends on the step alone: a constant-rate run resumed with an anneal that
+    starts where it stopped reaches the weights of a run that had the anneal from the start."""
+    from typer.testing import CliRunner
+
+    runner = CliRunner()
+    anneal = ["--lr-decay-start", "3", "--lr-decay-steps", "3", "--lr-final", "0.1"]
+    _train(runner, tiny_data, tmp_path / "full.pt", 6, *anneal)
+    _train(runner, tiny_data, tmp_path / "part.pt", 3)
+    _train(runner, tiny_data, tmp_path / "part.pt", 6, "--resume", *anneal)
+    _assert_same(_weights(tmp_path / "full.pt"), _weights(tmp_path / "part.pt"))
+    _train(runner, tiny_data, tmp_path / "flat.pt", 6)
+    flat, full = _weights(tmp_path / "flat.pt"), _weights(tmp_path / "full.pt")
+    assert any(not torch.equal(flat[k], full[k]) for k in flat)  # the anneal changed the run
+
+
 def test_sigkill_leaves_a_valid_checkpoint_and_resume_is_exact(tiny_data, tmp_path):
     from typer.testing import CliRunner
 

@@ -56,6 +56,11 @@ def train(
     batch_size: BatchSize = 16,
     lr: float = typer.Option(2e-4, help="Adam learning rate."),
     warmup: int = typer.Option(500, help="Linear warm-up steps."),
+    lr_decay_start: int = typer.Option(
+        0, help="Step where the cosine learning-rate anneal starts."
+    ),
+    lr_decay_steps: int = typer.Option(0, help="Length of the anneal in steps (0: constant rate)."),
+    lr_final: float = typer.Option(0.1, help="Learning rate at the end of the anneal / --lr."),
     ema_decay: float = typer.Option(0.999, help="EMA decay of the weights."),
     ckpt_every: int = typer.Option(500, help="Checkpoint every this many steps."),
     base: int = typer.Option(24, help="UNet channels at full resolution."),
@@ -123,6 +128,9 @@ def train(
         batch_size=batch_size,
         lr=lr,
         warmup=warmup,
+        lr_decay_start=lr_decay_start,
+        lr_decay_steps=lr_decay_steps,
+        lr_final=lr_final,
         ema_decay=ema_decay,
         ckpt_every=ckpt_every,
         seed=seed,
@@ -155,6 +163,9 @@ def _check_options(o: dict) -> None:
     require(
         {
             "--warmup": (o["warmup"] >= 0, ">= 0"),
+            "--lr-decay-start": (o["lr_decay_start"] >= 0, ">= 0"),
+            "--lr-decay-steps": (o["lr_decay_steps"] >= 0, ">= 0 (0: constant rate)"),
+            "--lr-final": (0 < o["lr_final"] <= 1, "a fraction in (0, 1]"),
             "--sigma-min": (0 < o["sigma_min"] < 1e3, "a positive number"),
             "--sigma-max": (
                 o["sigma_max"] == 0 or o["sigma_min"] < o["sigma_max"] <= 1e5,
