@@ -27,14 +27,14 @@ from invdiff_operators.ct_sparse import CTSparse  # noqa: E402
 from invdiff_operators.masking import Masking  # noqa: E402
 from invdiff_operators.mri import MRI  # noqa: E402
 
-from invdiff.baselines import (  # noqa: E402
+from invdiff.data.phantoms import make_phantoms  # noqa: E402
+from invdiff.eval.baselines import (  # noqa: E402
     FISTA_ITERATIONS,
     fista_tv,
     lipschitz_constant,
     tune_weight,
 )
-from invdiff.metrics import SSIM_CONVENTION, psnr, ssim, summary  # noqa: E402
-from invdiff.phantoms import make_phantoms  # noqa: E402
+from invdiff.eval.metrics import SSIM_CONVENTION, psnr, ssim, summary  # noqa: E402
 
 SHAPE = (1, 64, 64)
 MRI_GRID = np.geomspace(1e-9, 1e-1, 9)

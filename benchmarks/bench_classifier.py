@@ -57,15 +57,15 @@ if not __package__:  # run by path: import benchmarks as a package, not its modu
     sys.path[0] = str(Path(__file__).resolve().parents[1])
 from benchmarks.bench_samples import plausible_area, stats  # noqa: E402
 from benchmarks.common import RESULTS, machine, write_results  # noqa: E402
-from invdiff.checkpoint import file_sha256, load_model, resolve_model  # noqa: E402
-from invdiff.classifier import accuracy, load_classifier  # noqa: E402
+from invdiff.core.checkpoint import file_sha256, load_model, resolve_model  # noqa: E402
+from invdiff.core.samplers import generators_for  # noqa: E402
+from invdiff.core.score import data_range_prior  # noqa: E402
+from invdiff.data.phantoms import SPLIT_SEEDS, lesion_twins, make_phantoms  # noqa: E402
+from invdiff.eval.metrics import psnr  # noqa: E402
 from invdiff.guidance import Measurement, solve  # noqa: E402
 from invdiff.images import grid, save_png  # noqa: E402
-from invdiff.metrics import psnr  # noqa: E402
-from invdiff.phantoms import SPLIT_SEEDS, lesion_twins, make_phantoms  # noqa: E402
 from invdiff.plugins import build_registry, make_plugin_manager  # noqa: E402
-from invdiff.samplers import generators_for  # noqa: E402
-from invdiff.score import data_range_prior  # noqa: E402
+from invdiff.training.classifier import accuracy, load_classifier  # noqa: E402
 
 T_GRID = (1e-5, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.7, 1.0)
 

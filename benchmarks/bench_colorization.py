@@ -2,10 +2,11 @@
 
     OMP_WAIT_POLICY=PASSIVE python benchmarks/bench_colorization.py
 
-Held-out data: 32 x 32 patches of the photograph never seen in training (``invdiff.photos.HOLDOUT``,
-seed 2). Measurement: the ``grayscale`` operator (mean weights, noiseless). Every method below
-reproduces the gray image exactly; they differ only in the two unmeasured chroma coordinates
-z_2, z_3 of the decoupled colour space z = Q x (operators/grayscale.py):
+Held-out data: 32 x 32 patches of the photograph never seen in training
+(``invdiff.data.photos.HOLDOUT``, seed 2). Measurement: the ``grayscale`` operator (mean weights,
+noiseless). Every method below reproduces the gray image exactly; they differ only in the two
+unmeasured chroma coordinates z_2, z_3 of the decoupled colour space z = Q x
+(operators/grayscale.py):
 
 - gray replicated: z_2 = z_3 = 0 (the pseudo-inverse A^+ y, the same gray in R, G and B);
 - mean chroma: z_2, z_3 set to their mean over training patches;
@@ -14,7 +15,7 @@ z_2, z_3 of the decoupled colour space z = Q x (operators/grayscale.py):
 - invdiff: posterior samples with ``replacement`` (Song et al. 2021, colorization), and the mean
   of the samples per patch.
 
-PSNR and SSIM in RGB (invdiff.metrics, SSIM over channels with the stated convention).
+PSNR and SSIM in RGB (invdiff.eval.metrics, SSIM over channels with the stated convention).
 """
 
 from __future__ import annotations
@@ -34,13 +35,13 @@ if not __package__:  # run by path: import benchmarks as a package, not its modu
     sys.path[0] = str(Path(__file__).resolve().parents[1])
 
 from benchmarks.common import RESULTS, machine, write_results  # noqa: E402
-from invdiff.checkpoint import file_sha256, load_model  # noqa: E402
+from invdiff.core.checkpoint import file_sha256, load_model  # noqa: E402
+from invdiff.core.samplers import generators_for  # noqa: E402
+from invdiff.core.score import data_range_prior  # noqa: E402
+from invdiff.data.photos import HOLDOUT, make_patches  # noqa: E402
+from invdiff.eval.metrics import psnr, ssim  # noqa: E402
 from invdiff.guidance import Measurement, solve  # noqa: E402
-from invdiff.metrics import psnr, ssim  # noqa: E402
-from invdiff.photos import HOLDOUT, make_patches  # noqa: E402
 from invdiff.plugins import build_registry, make_plugin_manager  # noqa: E402
-from invdiff.samplers import generators_for  # noqa: E402
-from invdiff.score import data_range_prior  # noqa: E402
 
 MODEL = Path(__file__).parents[1] / "invdiff" / "models" / "rgb32.pt"
 BINS = 32

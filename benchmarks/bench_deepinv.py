@@ -5,7 +5,8 @@ One run, the same test images, the same prior and the same number of network eva
 - invdiff's ``diffpir`` (DiffPIR: Zhu, Zhang, Liang, Cao, Wen, Timofte, Van Gool, "Denoising
   Diffusion Models for Plug-and-Play Image Restoration", CVPR Workshops 2023) and ``dps``
   (DPS: Chung, Kim, Mccann, Klasky, Ye, "Diffusion Posterior Sampling for General Noisy Inverse
-  Problems", ICLR 2023) strategies, through ``invdiff.reconstruct`` as ``invdiff solve`` runs them;
+  Problems", ICLR 2023) strategies, through ``invdiff.core.reconstruct`` as ``invdiff solve`` runs
+  them;
 - DeepInverse's own ``deepinv.sampling.DiffPIR`` and ``deepinv.sampling.DPS``, driven by the same
   invdiff prior seen as the denoiser DeepInverse expects (:class:`ScoreDenoiser`,
   D(x, sigma) = x + sigma^2 s(x, sigma)), each with DeepInverse's own defaults, on DeepInverse's
@@ -22,7 +23,7 @@ torchvision if need be) and runs its samplers; ``benchmarks/deepinv_report.py`` 
 
 Data: the harness's phantom test set (``benchmarks/datasets.py``, 64 x 64, the first ``--images``
 test images of each task), ``--samples`` posterior samples per image, scored as their mean with
-``invdiff.metrics`` psnr / ssim. Noiseless data, as in the harness: the DiffPIR rows assume the
+``invdiff.eval.metrics`` psnr / ssim. Noiseless data, as in the harness: the DiffPIR rows assume the
 harness's nominal likelihood noise (``harness_tasks.DIFFPIR_NOMINAL_STD``, in invdiff's
 measurement units; DeepInverse's physics gets it divided by the checked scale).
 
@@ -75,10 +76,10 @@ from benchmarks.deepinv_report import markdown  # noqa: E402
 from benchmarks.harness_config import Config as HarnessConfig  # noqa: E402
 from benchmarks.harness_report import jsonable  # noqa: E402
 from benchmarks.harness_tasks import DIFFPIR_NOMINAL_STD, load_data, solver_op  # noqa: E402
+from invdiff.core.reconstruct import reconstruct  # noqa: E402
+from invdiff.core.score import data_range_prior  # noqa: E402
+from invdiff.eval.metrics import psnr, ssim  # noqa: E402
 from invdiff.guidance import strategy_options  # noqa: E402
-from invdiff.metrics import psnr, ssim  # noqa: E402
-from invdiff.reconstruct import reconstruct  # noqa: E402
-from invdiff.score import data_range_prior  # noqa: E402
 
 #: Tasks of ``datasets.TASKS`` this benchmark knows how to give DeepInverse.
 SUPPORTED = ("ct23", "ct8", "mri4", "mri8")
@@ -296,7 +297,7 @@ def run(
     if unknown:
         raise ValueError(f"tasks {unknown} not supported; choose from {SUPPORTED}")
     if model is None:
-        from invdiff.checkpoint import file_sha256, load_model, resolve_model
+        from invdiff.core.checkpoint import file_sha256, load_model, resolve_model
 
         path = resolve_model(cfg.model)
         model, config = load_model(path)

@@ -34,12 +34,12 @@ if not __package__:  # run by path: import benchmarks as a package, not its modu
     sys.path[0] = str(Path(__file__).resolve().parents[1])
 
 from benchmarks.common import RESULTS, machine, write_results  # noqa: E402
-from invdiff import samplers  # noqa: E402
-from invdiff.checkpoint import default_model_path, file_sha256, load_model  # noqa: E402
+from invdiff.core import samplers  # noqa: E402
+from invdiff.core.checkpoint import default_model_path, file_sha256, load_model  # noqa: E402
+from invdiff.data.phantoms import SPLIT_SEEDS, make_phantoms  # noqa: E402
+from invdiff.eval.metrics import psnr, summary  # noqa: E402
 from invdiff.images import grid, save_png  # noqa: E402
-from invdiff.metrics import psnr, summary  # noqa: E402
-from invdiff.phantoms import SPLIT_SEEDS, make_phantoms  # noqa: E402
-from invdiff.train import dsm_loss  # noqa: E402
+from invdiff.training.train import dsm_loss  # noqa: E402
 
 SIGMAS = (0.05, 0.1, 0.5)
 

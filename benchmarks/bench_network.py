@@ -5,7 +5,7 @@ for each variant at each (size, batch), interleaved round by round so that a loa
 shared machine hits every variant alike; reports the median over rounds and the largest
 difference of the variant's output from eager mode's (a variant must compute the same thing):
 
-- ``eager``: ``torch.no_grad()``, the default path of ``invdiff.reconstruct``;
+- ``eager``: ``torch.no_grad()``, the default path of ``invdiff.core.reconstruct``;
 - ``inference``: ``torch.inference_mode()`` (no version counters / autograd bookkeeping);
 - ``channels_last``: weights and input in NHWC memory format (oneDNN's preferred layout);
 - ``compile``: ``torch.compile`` (Inductor, C++ code generation; the one-off compile time is
@@ -35,7 +35,7 @@ if not __package__:  # run by path: import benchmarks as a package, not its modu
     sys.path[0] = str(Path(__file__).resolve().parents[1])
 
 from benchmarks.common import machine, write_results  # noqa: E402
-from invdiff.checkpoint import load_model, resolve_model  # noqa: E402
+from invdiff.core.checkpoint import load_model, resolve_model  # noqa: E402
 
 VARIANTS = ("eager", "inference", "channels_last", "compile")
 

@@ -7,7 +7,7 @@ as ``invdiff solve --simulate`` makes it, seeded) is reconstructed by
   with the best weight for the image itself (the oracle, the best case for TV);
 - invdiff: the strategy and options given, ``--samples`` posterior samples, their mean scored.
 
-It reports PSNR / SSIM (``invdiff.metrics``), seconds per image and the process's peak resident
+It reports PSNR / SSIM (``invdiff.eval.metrics``), seconds per image and the process's peak resident
 memory after each size, and, per case, the share of pixels whose truth lies in the samples' 90 %
 interval (5th-95th percentile) and the correlation of the std map with the absolute error.
 Every image is checked against the model's training data first (``ood_images.check_heldout``).
@@ -39,14 +39,14 @@ if not __package__:  # run by path: import benchmarks as a package, not its modu
 from benchmarks import ood_images  # noqa: E402
 from benchmarks.common import machine, write_results  # noqa: E402
 from invdiff.atomic import atomic_path  # noqa: E402
-from invdiff.baselines import fista_tv, lipschitz_constant  # noqa: E402
-from invdiff.checkpoint import file_sha256, load_model, resolve_model  # noqa: E402
+from invdiff.core.checkpoint import file_sha256, load_model, resolve_model  # noqa: E402
+from invdiff.core.reconstruct import reconstruct  # noqa: E402
+from invdiff.core.score import data_range_prior  # noqa: E402
+from invdiff.eval.baselines import fista_tv, lipschitz_constant  # noqa: E402
+from invdiff.eval.metrics import SSIM_CONVENTION, psnr, ssim  # noqa: E402
 from invdiff.guidance import strategy_options  # noqa: E402
-from invdiff.metrics import SSIM_CONVENTION, psnr, ssim  # noqa: E402
 from invdiff.plugins import build_registry, make_plugin_manager  # noqa: E402
-from invdiff.reconstruct import reconstruct  # noqa: E402
-from invdiff.score import data_range_prior  # noqa: E402
-from invdiff.train import step_generator  # noqa: E402
+from invdiff.training.train import step_generator  # noqa: E402
 
 TASKS = {
     "ct23": ("ct_sparse", {"views": 23}),
@@ -116,7 +116,7 @@ def tv_rows(op, ys, truths, n_val: int, iters: int) -> dict:
 
 def invdiff_rows(model, config, op, ys, args) -> tuple[np.ndarray, float, int]:
     """Return samples (N, K, C, H, W), seconds per image and NFE per sample
-    (``invdiff.reconstruct``, the same computation as ``invdiff solve``: seed scheme, batching,
+    (``invdiff.core.reconstruct``, the same computation as ``invdiff solve``: seed scheme, batching,
     clipped prior)."""
     prior = data_range_prior(model, config, clip=True)
     with torch.no_grad():

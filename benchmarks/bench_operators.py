@@ -26,7 +26,7 @@ if not __package__:  # run by path: import benchmarks as a package, not its modu
     sys.path[0] = str(Path(__file__).resolve().parents[1])
 
 from benchmarks.common import machine, median_ms, write_results  # noqa: E402
-from invdiff.operator import LinearOperator  # noqa: E402
+from invdiff.core.operator import LinearOperator  # noqa: E402
 from invdiff.plugins import build_registry, make_plugin_manager  # noqa: E402
 
 SIZES = (64, 128)

@@ -35,11 +35,11 @@ if not __package__:  # run by path: import benchmarks as a package, not its modu
     sys.path[0] = str(Path(__file__).resolve().parents[1])
 
 from benchmarks.common import RESULTS, machine, write_results  # noqa: E402
-from invdiff import samplers  # noqa: E402
-from invdiff.checkpoint import default_model_path, file_sha256, load_model  # noqa: E402
+from invdiff.core import samplers  # noqa: E402
+from invdiff.core.checkpoint import default_model_path, file_sha256, load_model  # noqa: E402
+from invdiff.core.score import data_range_prior  # noqa: E402
+from invdiff.data.phantoms import SPLIT_SEEDS, make_phantoms  # noqa: E402
 from invdiff.images import grid, save_png  # noqa: E402
-from invdiff.phantoms import SPLIT_SEEDS, make_phantoms  # noqa: E402
-from invdiff.score import data_range_prior  # noqa: E402
 
 TISSUE_LEVEL = 0.2
 

@@ -1,7 +1,7 @@
 """Cost against image size (issue 17, item 3): seconds per image and peak memory, 64 to 512 px.
 
 For each size and batch, a fresh process reconstructs scikit-image's Shepp-Logan phantom from
-23-view CT with the default model and strategy (``invdiff.reconstruct``, as ``invdiff solve``),
+23-view CT with the default model and strategy (``invdiff.core.reconstruct``, as ``invdiff solve``),
 ``batch`` posterior samples in one batch; it reports the wall time per sample, the share of that
 time spent inside the network, and the process's peak resident memory (which includes Python,
 torch and the CT system matrix).
@@ -38,12 +38,12 @@ def one(size: int, batch: int, threads: int, steps: int | None, queue) -> None:
     import torch
 
     from benchmarks import ood_images
-    from invdiff.checkpoint import load_model, resolve_model
+    from invdiff.core.checkpoint import load_model, resolve_model
+    from invdiff.core.reconstruct import reconstruct
+    from invdiff.core.score import data_range_prior
+    from invdiff.eval.metrics import psnr
     from invdiff.guidance import DEFAULT_STRATEGY, strategy_options
-    from invdiff.metrics import psnr
     from invdiff.plugins import build_registry, make_plugin_manager
-    from invdiff.reconstruct import reconstruct
-    from invdiff.score import data_range_prior
 
     torch.set_num_threads(threads)
     model, config = load_model(resolve_model(None))
@@ -81,7 +81,7 @@ def markdown(report: dict) -> str:
     lines = [
         "# Cost against image size (default model and strategy)",
         "",
-        f"Shepp-Logan, CT 23 views, `invdiff.reconstruct` with the default strategy "
+        f"Shepp-Logan, CT 23 views, `invdiff.core.reconstruct` with the default strategy "
         f"({rows[0]['strategy']} {rows[0]['options']}), one process per row, "
         f"{a['threads']} torch thread(s) on {report['machine']['processor']} "
         f"({report['machine']['cpu_count']} cores), device cpu. Command: `{report['command']}`. "

@@ -1,7 +1,7 @@
 """Fixed validation and test sets of the benchmark tasks, written as HDF5 with checksums.
 
 Every task is an operator with fixed parameters applied to thorax phantoms
-(``invdiff.phantoms.make_phantoms``) of the validation split (seed ``SPLIT_SEEDS["val"]`` = 1,
+(``invdiff.data.phantoms.make_phantoms``) of the validation split (seed ``SPLIT_SEEDS["val"]`` = 1,
 used only for tuning) and the test split (seed ``SPLIT_SEEDS["test"]`` = 2, used only for
 reporting). One file per task and split, ``data/{task}_{split}.h5``:
 
@@ -24,9 +24,9 @@ products) and MRI k-space (FFTs) depended on the CPU: MKL picks SSE, AVX2 or AVX
 float32 rounding differs by a few ulp, so one commit wrote different CT and MRI files on different
 machines (inpainting and the ground truth never differed). Rounded from float64, A x is the same
 on every kernel path tried (``MKL_CBWR`` COMPATIBLE, AVX2 or unset; ``ATEN_CPU_CAPABILITY`` avx2 or
-default); tests/test_datasets.py checks two of them. The noise is torch's float32 normal draw,
-the same on x86 CPUs with AVX2 (ATen's vectorised kernel) but another one without AVX2 or off x86:
-there the four noisy CT files differ (``--check`` names their /measurement).
+default); tests/benchmarks/test_datasets.py checks two of them. The noise is torch's float32 normal
+draw, the same on x86 CPUs with AVX2 (ATen's vectorised kernel) but another one without AVX2 or off
+x86: there the four noisy CT files differ (``--check`` names their /measurement).
 
 The files behind the first SHA256SUMS (commit b88686a to 8e73376: float32 maths, on a CPU where
 MKL took its pre-AVX2 kernels), on which benchmarks/results/harness.json and harness_200nfe.json
@@ -56,9 +56,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from invdiff.core.operator import LinearOperator, Operator
+from invdiff.data.phantoms import SPLIT_SEEDS, make_phantoms
 from invdiff.io import write_datasets
-from invdiff.operator import LinearOperator, Operator
-from invdiff.phantoms import SPLIT_SEEDS, make_phantoms
 from invdiff.plugins import build_registry, make_plugin_manager
 
 DATA = Path(__file__).parent / "data"

@@ -28,9 +28,9 @@ import numpy as np
 import torch
 
 from benchmarks.deepinv_physics import DinvPhysics
-from invdiff.metrics import psnr
-from invdiff.score import tweedie
-from invdiff.sde import SDE, VESDE, bc
+from invdiff.core.score import tweedie
+from invdiff.core.sde import SDE, VESDE, bc
+from invdiff.eval.metrics import psnr
 
 NOT_INSTALLED = "deepinv not installed"
 

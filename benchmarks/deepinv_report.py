@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from invdiff.metrics import SSIM_CONVENTION
+from invdiff.eval.metrics import SSIM_CONVENTION
 
 
 def fmt_row(task: str, r: dict) -> str:
@@ -94,7 +94,7 @@ def markdown(report: dict) -> str:
             lines.append(fmt_row(task, r))
     lines += ["", "## Settings", ""]
     lines += [
-        "- invdiff diffpir / dps: `invdiff.reconstruct` with each strategy's defaults "
+        "- invdiff diffpir / dps: `invdiff.core.reconstruct` with each strategy's defaults "
         f"(diffpir {report['defaults']['diffpir']}, dps {report['defaults']['dps']}), steps = "
         "NFE - 1 (one more evaluation for the final Tweedie step); diffpir assumes likelihood "
         f"noise {report['nominal_noise_std']} on noiseless data (DIFFPIR_NOMINAL_STD).",

@@ -17,7 +17,7 @@ For every task of ``benchmarks/datasets.py`` (CT 23 / 8 views with and without 1
 - the issue-4 sweep: PSNR / SSIM / wall time / peak memory of each strategy against NFE on CT 23
   views and MRI 8x, on the first ``--sweep-images`` test images, one sample each.
 
-PSNR: data_range 1 on images clipped to [0, 1]; SSIM: ``invdiff.metrics.SSIM_CONVENTION``.
+PSNR: data_range 1 on images clipped to [0, 1]; SSIM: ``invdiff.eval.metrics.SSIM_CONVENTION``.
 Writes ``results/harness.json`` (every number, per image), ``results/harness.md`` (tables, the
 issue-5 targets computed from the numbers) and PNG figures ``results/harness_*.png``.
 Cost. The network dominates: NFE per sample x samples x test images x tasks. The defaults
@@ -78,7 +78,7 @@ def run(
     start = time.perf_counter()
     torch.set_num_threads(cfg.threads)
     if model is None:
-        from invdiff.checkpoint import default_model_path, file_sha256, load_model
+        from invdiff.core.checkpoint import default_model_path, file_sha256, load_model
 
         path = Path(cfg.model) if cfg.model else default_model_path()
         model, mconf = load_model(path, cfg.device)
@@ -87,7 +87,7 @@ def run(
             "sha256": file_sha256(path),
             "training_steps": mconf.get("training", {}).get("steps_done"),
         }
-    from invdiff.score import data_range_prior
+    from invdiff.core.score import data_range_prior
 
     # Same prior as `invdiff solve` (clip of the denoised estimate to [0, 1] unless --no-clip).
     model = data_range_prior(model.to(cfg.device), {}, cfg.clip)

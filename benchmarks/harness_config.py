@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from benchmarks import datasets
-from invdiff.baselines import FISTA_ITERATIONS
+from invdiff.eval.baselines import FISTA_ITERATIONS
 
 
 @dataclass
@@ -74,7 +74,7 @@ def tiny_config() -> Config:
 
 def tiny_model(size: int = 32):
     """Return an untrained small ScoreModel (VE SDE) and its config, for smoke tests."""
-    from invdiff.checkpoint import build_model
+    from invdiff.core.checkpoint import build_model
 
     config = {
         "net": {

@@ -11,9 +11,9 @@ import torch
 
 from benchmarks import datasets
 from benchmarks.harness_verdict import limits
+from invdiff.core.reconstruct import SEED_SCHEME
+from invdiff.eval.metrics import SSIM_CONVENTION
 from invdiff.images import grid, save_png
-from invdiff.metrics import SSIM_CONVENTION
-from invdiff.reconstruct import SEED_SCHEME
 
 
 def task_figure(path: Path, res: dict, rows: int = 2) -> None:
@@ -113,7 +113,7 @@ def markdown(report: dict) -> str:
         f"with {dict(SSIM_CONVENTION)}. Mean +- standard deviation over test images. invdiff "
         f"scores the posterior mean of {cfg['samples']} samples per image; 'sample PSNR' is the "
         "mean PSNR of single samples; coverage is the fraction of pixels inside the per-pixel "
-        f"90 % interval of the {cfg['samples']} samples (`invdiff.metrics.coverage`; exact "
+        f"90 % interval of the {cfg['samples']} samples (`invdiff.eval.metrics.coverage`; exact "
         f"samples give 0.9 (S-1)/(S+1) = {0.9 * (cfg['samples'] - 1) / (cfg['samples'] + 1):.2f}"
         f" at S = {cfg['samples']}). Time is wall time per test image, all samples included.",
         "",

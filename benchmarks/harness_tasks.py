@@ -1,5 +1,5 @@
 """The benchmark harness's tasks: the test data, the classical baselines (FISTA-TV tuned on the
-validation set), posterior sampling through ``invdiff.reconstruct`` and the issue-4 NFE sweep.
+validation set), posterior sampling through ``invdiff.core.reconstruct`` and the issue-4 NFE sweep.
 
 Every function returns numbers and images; nothing here writes a results file.
 """
@@ -17,10 +17,10 @@ import torch
 
 from benchmarks import datasets
 from benchmarks.harness_config import Config
-from invdiff.baselines import fista_tv, lipschitz_constant, tune_weight
-from invdiff.metrics import coverage, psnr, ssim, summary
+from invdiff.core.reconstruct import reconstruct
+from invdiff.eval.baselines import fista_tv, lipschitz_constant, tune_weight
+from invdiff.eval.metrics import coverage, psnr, ssim, summary
 from invdiff.plugins import build_registry, make_plugin_manager
-from invdiff.reconstruct import reconstruct
 
 #: Song et al. (ICLR 2022) settings of the projection sampler, by operator.
 SONG = {
@@ -132,7 +132,7 @@ def run_baselines(cfg: Config, val: dict, test: dict) -> tuple[dict, dict]:
 
 def sample(cfg: Config, model, op, y: torch.Tensor, strategy: str, options: dict) -> dict:
     """Draw cfg.samples posterior samples for every measurement in y, in batches of cfg.batch,
-    through ``invdiff.reconstruct`` (the seed scheme and NFE count of ``invdiff solve``).
+    through ``invdiff.core.reconstruct`` (the seed scheme and NFE count of ``invdiff solve``).
 
     Returns samples (K, N, C, H, W) on the CPU, NFE / VJP per sample and wall time.
     """

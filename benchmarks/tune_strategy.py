@@ -31,9 +31,9 @@ if not __package__:  # run by path: import benchmarks as a package, not its modu
 
 from benchmarks import bench_ood, ood_images  # noqa: E402
 from benchmarks.common import machine, write_results  # noqa: E402
-from invdiff.checkpoint import load_model, resolve_model  # noqa: E402
+from invdiff.core.checkpoint import load_model, resolve_model  # noqa: E402
+from invdiff.eval.metrics import psnr  # noqa: E402
 from invdiff.guidance import strategy_options  # noqa: E402
-from invdiff.metrics import psnr  # noqa: E402
 from invdiff.plugins import build_registry, make_plugin_manager  # noqa: E402
 
 

@@ -21,6 +21,6 @@ hookimpl = pluggy.HookimplMarker("invdiff")
 def register_operators(register: Callable[[type], None]) -> None:
     """Register forward-operator classes: call ``register(OperatorSubclass)`` once per class.
 
-    The class must subclass ``invdiff.operator.Operator``, set a unique lower-case ``name``,
+    The class must subclass ``invdiff.core.operator.Operator``, set a unique lower-case ``name``,
     declare its constructor keywords in ``params`` and implement ``example(generator)``.
     """

@@ -21,8 +21,8 @@ from typing import Any
 import pluggy
 
 from invdiff import hookspecs
+from invdiff.core.operator import Operator, Param
 from invdiff.errors import InvdiffError
-from invdiff.operator import Operator, Param
 
 ENTRY_POINT_GROUP = "invdiff"
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
@@ -193,7 +193,7 @@ def validate_operator_class(cls: Any, plugin: str) -> None:
     """Raise InvdiffError naming ``plugin`` unless ``cls`` honours the operator contract."""
     where = f"plugin {plugin!r} registered {cls!r}"
     if not (isinstance(cls, type) and issubclass(cls, Operator)):
-        raise InvdiffError(f"{where}, which is not a subclass of invdiff.operator.Operator")
+        raise InvdiffError(f"{where}, which is not a subclass of invdiff.core.operator.Operator")
     if not isinstance(cls.name, str) or not _NAME.match(cls.name):
         raise InvdiffError(f"{where} with name {cls.name!r}; use lower_snake_case like 'ct_sparse'")
     seen: set[str] = set()

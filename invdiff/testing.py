@@ -25,7 +25,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from invdiff.operator import LinearOperator, Operator, real_inner
+from invdiff.core.operator import LinearOperator, Operator, real_inner
 
 #: Relative adjoint tolerance of an exact operator, by precision.
 ADJOINT_RTOL = {torch.float32: 1e-5, torch.float64: 1e-10}

@@ -1,7 +1,7 @@
 """Classifier likelihood: a hypothesis "the image belongs to class c" as a measurement.
 
-The operator wraps a time-conditional classifier p_t(y | x_t) (:mod:`invdiff.classifier`). It is
-TIME-CONDITIONAL: its likelihood score depends on the diffusion time,
+The operator wraps a time-conditional classifier p_t(y | x_t) (:mod:`invdiff.training.classifier`).
+It is TIME-CONDITIONAL: its likelihood score depends on the diffusion time,
 
     likelihood_score_t(x_t, t, c) = s * grad_x log p_t(y = c | x_t),
 
@@ -22,17 +22,17 @@ from typing import ClassVar
 import torch
 from torch import Tensor
 
-from invdiff.classifier import (
+from invdiff.core.operator import DEFAULT_NOISE_STD, Operator, Param
+from invdiff.core.sde import SDE, VESDE
+from invdiff.errors import InvdiffError
+from invdiff.hookspecs import hookimpl
+from invdiff.training.classifier import (
     ClassifierConfig,
     ClassifierNet,
     NoiseClassifier,
     default_classifier_path,
     load_classifier,
 )
-from invdiff.errors import InvdiffError
-from invdiff.hookspecs import hookimpl
-from invdiff.operator import DEFAULT_NOISE_STD, Operator, Param
-from invdiff.sde import SDE, VESDE
 
 
 class Classifier(Operator):

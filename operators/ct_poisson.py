@@ -37,9 +37,9 @@ import torch
 from invdiff_operators.ct_sparse import CTSparse, check_angles, equispaced_angles
 from torch import Tensor
 
+from invdiff.core.operator import DEFAULT_NOISE_STD, Operator, Param
 from invdiff.errors import InvdiffError
 from invdiff.hookspecs import hookimpl
-from invdiff.operator import DEFAULT_NOISE_STD, Operator, Param
 
 
 class CTPoisson(Operator):

@@ -25,9 +25,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from invdiff.core.operator import DEFAULT_NOISE_STD, LinearOperator, Param
 from invdiff.errors import InvdiffError
 from invdiff.hookspecs import hookimpl
-from invdiff.operator import DEFAULT_NOISE_STD, LinearOperator, Param
 
 #: Largest system matrix built, as estimated below (entries of A; A^T doubles it): 720 views at
 #: 512 x 512 pass, 1000 do not (about 6 GB and more with both).

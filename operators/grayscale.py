@@ -19,9 +19,9 @@ from typing import ClassVar
 import torch
 from torch import Tensor
 
+from invdiff.core.operator import DEFAULT_NOISE_STD, LinearOperator, Param
 from invdiff.errors import InvdiffError
 from invdiff.hookspecs import hookimpl
-from invdiff.operator import DEFAULT_NOISE_STD, LinearOperator, Param
 
 WEIGHTS = {"mean": (1 / 3, 1 / 3, 1 / 3), "luma": (0.299, 0.587, 0.114)}
 

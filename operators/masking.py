@@ -16,9 +16,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from invdiff.core.operator import DEFAULT_NOISE_STD, LinearOperator, Param, check_mask
 from invdiff.errors import InvdiffError
 from invdiff.hookspecs import hookimpl
-from invdiff.operator import DEFAULT_NOISE_STD, LinearOperator, Param, check_mask
 
 KINDS = ("random", "box", "centre", "file")
 
@@ -60,7 +60,7 @@ class Masking(LinearOperator):
 
     def baseline(self, y: Tensor) -> tuple[str, Tensor]:
         """Return ("biharmonic", the unmeasured pixels filled by biharmonic inpainting)."""
-        from invdiff.baselines import biharmonic_inpaint
+        from invdiff.eval.baselines import biharmonic_inpaint
 
         return "biharmonic", biharmonic_inpaint(self, y)
 

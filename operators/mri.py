@@ -26,9 +26,9 @@ from typing import ClassVar
 import torch
 from torch import Tensor
 
+from invdiff.core.operator import DEFAULT_NOISE_STD, LinearOperator, Param, check_mask
 from invdiff.errors import InvdiffError
 from invdiff.hookspecs import hookimpl
-from invdiff.operator import DEFAULT_NOISE_STD, LinearOperator, Param, check_mask
 
 MASKS = ("equispaced", "random", "variable_density")
 

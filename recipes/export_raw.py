@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import sys
 
-from invdiff import checkpoint as ckpt
+from invdiff.core import checkpoint as ckpt
 
 
 def main() -> None:

@@ -27,10 +27,10 @@ import torch  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the benchmarks package
 from benchmarks import bench_ood, ood_images  # noqa: E402
-from invdiff.checkpoint import load_model, resolve_model  # noqa: E402
+from invdiff.core.checkpoint import load_model, resolve_model  # noqa: E402
+from invdiff.core.samplers import generators_for, pc_sample  # noqa: E402
+from invdiff.core.score import data_range_prior  # noqa: E402
 from invdiff.images import grid, save_png  # noqa: E402
-from invdiff.samplers import generators_for, pc_sample  # noqa: E402
-from invdiff.score import data_range_prior  # noqa: E402
 
 CURVES = ("128px sigma=0.05", "128px sigma=0.1", "128px sigma=0.2")
 

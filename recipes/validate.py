@@ -25,10 +25,10 @@ import torch  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the benchmarks package
 from benchmarks import bench_ood, ood_images  # noqa: E402
-from invdiff import checkpoint as ckpt  # noqa: E402
-from invdiff.checkpoint import load_model  # noqa: E402
-from invdiff.metrics import psnr  # noqa: E402
-from invdiff.train import state_path  # noqa: E402
+from invdiff.core import checkpoint as ckpt  # noqa: E402
+from invdiff.core.checkpoint import load_model  # noqa: E402
+from invdiff.eval.metrics import psnr  # noqa: E402
+from invdiff.training.train import state_path  # noqa: E402
 
 SIGMAS = (0.01, 0.02, 0.05, 0.1, 0.2, 0.5)
 SIZES = (64, 128)

@@ -8,8 +8,8 @@ from typing import ClassVar
 import torch
 from torch import Tensor
 
+from invdiff.core.operator import LinearOperator
 from invdiff.hookspecs import hookimpl
-from invdiff.operator import LinearOperator
 from invdiff.plugins import Registry, build_registry, make_plugin_manager
 
 

@@ -28,8 +28,8 @@ def gen() -> torch.Generator:
 @pytest.fixture(scope="session")
 def tiny_data(tmp_path_factory) -> str:
     """32 phantoms of 16 x 16 written by the CLI's own writer."""
+    from invdiff.data.phantoms import make_phantoms
     from invdiff.io import write_datasets
-    from invdiff.phantoms import make_phantoms
 
     path = tmp_path_factory.mktemp("data") / "tiny.h5"
     images, labels = make_phantoms(32, 16, seed=0)

@@ -15,14 +15,14 @@ from importlib import metadata
 from pathlib import Path
 
 import pytest
-from _operator_helpers import Scale, WrongAdjoint, plugin, registry_of
 from typer.testing import CliRunner
 
 from invdiff import hookspecs, plugins
 from invdiff.cli import app
+from invdiff.core.operator import Param
 from invdiff.errors import InvdiffError
-from invdiff.operator import Param
 from invdiff.plugins import build_registry, make_plugin_manager
+from tests._operator_helpers import Scale, WrongAdjoint, plugin, registry_of
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs" / "plugins.md"
@@ -156,7 +156,7 @@ def test_cli_check_unknown_name_is_a_one_line_error():
 
 def test_cli_check_exits_1_on_a_failing_operator(monkeypatch):
     real = metadata.entry_points
-    helper = metadata.EntryPoint("helpers", "_operator_helpers", "invdiff")
+    helper = metadata.EntryPoint("helpers", "tests._operator_helpers", "invdiff")
     monkeypatch.setattr(plugins.metadata, "entry_points", lambda **kw: [*real(**kw), helper])
     result = CliRunner().invoke(app, ["operators", "check", WrongAdjoint.name])
     assert result.exit_code == 1

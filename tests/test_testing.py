@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import pytest
 import torch
-from _operator_helpers import (
+
+from invdiff.testing import CHECKS, assert_conforms, check_operator
+from tests._operator_helpers import (
     BatchMixing,
     DowncastsToFloat32,
     NoisyEverywhere,
@@ -12,8 +14,6 @@ from _operator_helpers import (
     SquareExample,
     WrongAdjoint,
 )
-
-from invdiff.testing import CHECKS, assert_conforms, check_operator
 
 
 def failed(cls: type) -> set[str]:

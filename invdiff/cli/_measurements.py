@@ -137,7 +137,7 @@ def read_measurements(data: SolveInput, ops, shape: Shape, simulate: bool, seed:
 def _measure(op, image, seed: int, k: int, device):
     import torch
 
-    from invdiff.train import step_generator
+    from invdiff.training.train import step_generator
 
     g = step_generator(seed, 1_000_003 + k)  # measurement noise has its own seed stream
     with plugin_code(f"operator {op.name!r}"):

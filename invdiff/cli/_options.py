@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 from invdiff.errors import InvdiffError
 
 if TYPE_CHECKING:
-    from invdiff.operator import Param
+    from invdiff.core.operator import Param
 
 
 @dataclass

@@ -39,8 +39,8 @@ def phantoms(
     """Generate CT-like thorax phantoms; /labels records whether a lesion is present."""
     import numpy as np
 
+    from invdiff.data.phantoms import lesion_twins, make_phantoms
     from invdiff.io import write_datasets
-    from invdiff.phantoms import lesion_twins, make_phantoms
 
     _check_data(out, force, n, size, seed)
     require({"--lesion-fraction": within(lesion_fraction, 0, 1)})
@@ -79,8 +79,8 @@ def photos(
 ) -> None:
     """Cut random RGB patches from the colour photographs bundled with scikit-image (and
     scikit-learn, when installed)."""
+    from invdiff.data.photos import make_patches, photo_names, sklearn_available
     from invdiff.io import write_datasets
-    from invdiff.photos import make_patches, photo_names, sklearn_available
 
     _check_data(out, force, n, size, seed, min_size=8)
     names = photo_names()
@@ -125,8 +125,8 @@ def _check_data(out: Path, force: bool, n: int, size: int, seed: int, min_size: 
 
 
 def _synthetic_command(kind: str) -> None:
-    """Register ``invdiff data KIND`` for one generator of :mod:`invdiff.synthetic`."""
-    from invdiff import synthetic
+    """Register ``invdiff data KIND`` for one generator of :mod:`invdiff.data.synthetic`."""
+    from invdiff.data import synthetic
 
     doc = (getattr(synthetic, kind).__doc__ or "").strip().splitlines()[0]
 
@@ -171,7 +171,7 @@ def mni152(
     """Write axial slices of nilearn's MNI152 T1 template (train split or the held-out band)."""
     import numpy as np
 
-    from invdiff import mni
+    from invdiff.data import mni
     from invdiff.io import write_datasets
 
     _check_data(out, force, 1, size, 0)

@@ -1,6 +1,6 @@
 """`invdiff sample`: unconditional or class-conditional samples from a score model, drawn by a
-PC or probability-flow ODE sampler through ``invdiff.reconstruct.sample_prior`` (the batches and
-seed scheme of the one reconstruction core: sample k uses seed + k)."""
+PC or probability-flow ODE sampler through ``invdiff.core.reconstruct.sample_prior`` (the batches
+and seed scheme of the one reconstruction core: sample k uses seed + k)."""
 
 from __future__ import annotations
 
@@ -80,14 +80,15 @@ def sample(
     """
     import torch
 
-    from invdiff import __version__, samplers
+    from invdiff import __version__
     from invdiff.atomic import atomic_paths
-    from invdiff.checkpoint import file_sha256, load_model, resolve_model
-    from invdiff.classifier import default_classifier_path
+    from invdiff.core import samplers
+    from invdiff.core.checkpoint import file_sha256, load_model, resolve_model
+    from invdiff.core.reconstruct import sample_prior
+    from invdiff.core.score import data_range_prior
     from invdiff.images import grid, save_png
     from invdiff.io import write_datasets
-    from invdiff.reconstruct import sample_prior
-    from invdiff.score import data_range_prior
+    from invdiff.training.classifier import default_classifier_path
 
     if n_old is not None:
         deprecated("--n", "--samples")
@@ -182,9 +183,9 @@ def class_guided(prior, sde, shape, label: int, scale: float, classifier: Path |
     attributes that record it."""
     import torch
 
-    from invdiff.checkpoint import file_sha256
-    from invdiff.classifier import default_classifier_path
+    from invdiff.core.checkpoint import file_sha256
     from invdiff.guidance import ClassifierGuidedScore, Measurement
+    from invdiff.training.classifier import default_classifier_path
 
     entry = load_registry().lookup("classifier")
     op = entry.create(shape, label=label, scale=scale, classifier=str(classifier or "")).to(device)

@@ -8,7 +8,7 @@ set its parameters (``invdiff operators list`` shows them), until the next ``--o
 Everything else that is not an option is an input file.
 
 This module owns the command: its options and checks, the output paths, and one job per input
-(read, sample through ``invdiff.reconstruct``, write). The operator-option mini-language is
+(read, sample through ``invdiff.core.reconstruct``, write). The operator-option mini-language is
 ``cli/_options.py``, turning a file into operators and measurements ``cli/_measurements.py``, the
 output layout ``invdiff.io.SolveOutput`` and the PNG preview ``invdiff.images.save_preview``.
 """
@@ -121,7 +121,7 @@ def solve(
     operators list`), e.g. --operator ct_sparse --views 23, then one or more input HDF5 files
     (/measurement, or /image with --simulate; the README lists the layouts).
     """
-    from invdiff.checkpoint import load_model, resolve_model
+    from invdiff.core.checkpoint import load_model, resolve_model
 
     if sampler_old is not None:
         deprecated("--sampler", "--strategy")
@@ -226,7 +226,7 @@ class SolveJob:
     """Read one input, build its operators and measurements, sample, write the output."""
 
     def __init__(self, registry, specs, model, config, model_path, device, clip, image_size):
-        from invdiff.score import data_range_prior
+        from invdiff.core.score import data_range_prior
 
         self.registry, self.specs = registry, specs
         self.model, self.config, self.model_path, self.device = model, config, model_path, device
@@ -293,8 +293,8 @@ class SolveJob:
         import torch
         from rich.progress import Progress
 
+        from invdiff.core.reconstruct import reconstruct
         from invdiff.guidance import strategy_options
-        from invdiff.reconstruct import reconstruct
 
         steps = options.get("steps", strategy_options(strategy)["steps"])
         if self.device.startswith("cuda"):
@@ -329,10 +329,10 @@ class SolveJob:
         import torch
 
         from invdiff import __version__
-        from invdiff.checkpoint import file_sha256
+        from invdiff.core.checkpoint import file_sha256
+        from invdiff.core.reconstruct import SEED_SCHEME
         from invdiff.guidance import strategy_options
         from invdiff.io import SolveOutput
-        from invdiff.reconstruct import SEED_SCHEME
 
         n, k_samples = rec.samples.shape[:2]
         names = ["" if len(ops) == 1 else spec.name for spec, _ in ops]
@@ -377,7 +377,7 @@ class SolveJob:
             )
         truth = result.ground_truth
         if truth is not None:
-            from invdiff.metrics import psnr, ssim
+            from invdiff.eval.metrics import psnr, ssim
 
             for name, est in (("invdiff", result.reconstruction), ("baseline", result.baseline)):
                 if est is None:

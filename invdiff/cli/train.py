@@ -78,12 +78,12 @@ def train(
     """Train a score model with denoising score matching (Song et al. 2021)."""
     import torch
 
-    from invdiff.augment import CropConfig
-    from invdiff.checkpoint import build_model
-    from invdiff.nets import UNetConfig
-    from invdiff.sde import max_pairwise_distance
-    from invdiff.train import TrainConfig
-    from invdiff.train import train as run
+    from invdiff.core.checkpoint import build_model
+    from invdiff.core.nets import UNetConfig
+    from invdiff.core.sde import max_pairwise_distance
+    from invdiff.training.augment import CropConfig
+    from invdiff.training.train import TrainConfig
+    from invdiff.training.train import train as run
 
     set_threads(threads)
     _check_options(locals())

@@ -55,14 +55,14 @@ def train_classifier(
     """Train p_t(y | x_t) on images diffused with the model's SDE (Song et al. 2021, Sec. 5)."""
     import numpy as np
 
-    from invdiff.checkpoint import MODEL_FORMAT, default_model_path, file_sha256, load
-    from invdiff.classifier import (
+    from invdiff.core.checkpoint import MODEL_FORMAT, default_model_path, file_sha256, load
+    from invdiff.io import read_images
+    from invdiff.training.classifier import (
         ClassifierConfig,
         ClassifierTrainConfig,
         build_classifier,
     )
-    from invdiff.classifier import train_classifier as run
-    from invdiff.io import read_images
+    from invdiff.training.classifier import train_classifier as run
 
     set_threads(threads)
     check_training(steps, batch_size, lr, ema_decay, ckpt_every, seed)

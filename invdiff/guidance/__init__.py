@@ -5,7 +5,7 @@ Given measurements y_k = A_k(x_0) + s_k n_k (independent given x_0) and a prior 
     grad log p_t(x_t | y_1..y_K) = grad log p_t(x_t) + grad log p_t(y_1..y_K | x_t).
 
 Every strategy below approximates the second term (or replaces it with a data-consistency step)
-and runs in the ONE predictor-corrector loop, :func:`invdiff.samplers.pc_sample`: likelihood
+and runs in the ONE predictor-corrector loop, :func:`invdiff.core.samplers.pc_sample`: likelihood
 strategies are ScoreFns wrapping the prior, projections are its ``project`` hook, DPS and DiffPIR
 are predictor steps with the shared step signature. Each network evaluation is used for both the
 prior and the guidance term of its step.
@@ -48,7 +48,7 @@ diffpir            Zhu et al. CVPRW 2023, Alg. 1            approximate; few ste
 =================  =======================================  =====================================
 
 "Exact" means the drift uses grad log p_t(x_t | y) itself, so the output distribution is the
-posterior up to the sampler's time discretisation (tests/test_guidance.py checks mean and
+posterior up to the sampler's time discretisation (tests/guidance/test_guidance.py checks mean and
 covariance). Noiseless measurements (noise_std = 0) suit ``projection``/``replacement`` (and
 ``noisy_likelihood``, ``dps``); ``moment`` and ``diffpir`` need noise_std > 0.
 """

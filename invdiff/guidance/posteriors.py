@@ -9,10 +9,10 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from invdiff.linalg import conjugate_gradient, largest_eigenvalue
-from invdiff.operator import LinearOperator, Operator
-from invdiff.score import ScoreFn, tweedie
-from invdiff.sde import SDE, bc, randn
+from invdiff.core.linalg import conjugate_gradient, largest_eigenvalue
+from invdiff.core.operator import LinearOperator, Operator
+from invdiff.core.score import ScoreFn, tweedie
+from invdiff.core.sde import SDE, bc, randn
 
 
 @dataclass(frozen=True)

@@ -9,15 +9,15 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import Tensor
 
-from invdiff.guidance.posteriors import Measurement
-from invdiff.linalg import conjugate_gradient
-from invdiff.operator import real_inner
-from invdiff.samplers import (
+from invdiff.core.linalg import conjugate_gradient
+from invdiff.core.operator import real_inner
+from invdiff.core.samplers import (
     ancestral_mean,
     time_vector,
 )
-from invdiff.score import tweedie
-from invdiff.sde import SDE, bc, randn
+from invdiff.core.score import tweedie
+from invdiff.core.sde import SDE, bc, randn
+from invdiff.guidance.posteriors import Measurement
 
 # Data-consistency steps (the PC loop's project hook) -------------------------------------------
 

@@ -12,6 +12,16 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from invdiff.core.operator import Operator
+from invdiff.core.samplers import (
+    PREDICTORS,
+    SampleResult,
+    make_corrector,
+    no_step,
+    pc_sample,
+)
+from invdiff.core.score import ScoreFn
+from invdiff.core.sde import SDE
 from invdiff.guidance.posteriors import (
     ClassifierGuidedScore,
     Measurement,
@@ -24,16 +34,6 @@ from invdiff.guidance.steps import (
     hard_projection,
     projection_hook,
 )
-from invdiff.operator import Operator
-from invdiff.samplers import (
-    PREDICTORS,
-    SampleResult,
-    make_corrector,
-    no_step,
-    pc_sample,
-)
-from invdiff.score import ScoreFn
-from invdiff.sde import SDE
 
 # Strategies: fn(problem, *, knobs) -> SampleResult ---------------------------------------------
 
@@ -58,7 +58,7 @@ class Problem:
 
     def warm_start(self, sigma: float) -> tuple[Tensor, float] | None:
         """Return (the first measured operator's classical baseline, sigma) to start the reverse
-        process from (:func:`invdiff.samplers.warm_start`), or None (start from the prior at
+        process from (:func:`invdiff.core.samplers.warm_start`), or None (start from the prior at
         t = 1) when sigma is 0 or the operator has no baseline."""
         if sigma == 0:
             return None
@@ -238,7 +238,8 @@ def check_strategy(strategy: str, operators: Sequence[Operator]) -> None:
             )
 
 
-#: The strategy of ``invdiff solve``, :func:`solve` and :func:`invdiff.reconstruct.reconstruct`.
+#: The strategy of ``invdiff solve``, :func:`solve` and
+#: :func:`invdiff.core.reconstruct.reconstruct`.
 DEFAULT_STRATEGY = "diffpir"
 
 

@@ -17,9 +17,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from invdiff.core.operator import DEFAULT_NOISE_STD, LinearOperator, Param
 from invdiff.errors import InvdiffError
 from invdiff.hookspecs import hookimpl
-from invdiff.operator import DEFAULT_NOISE_STD, LinearOperator, Param
 
 __version__ = "0.1.0"
 

@@ -1,0 +1,1 @@
+"""The engine a solve needs: SDEs, scores, the UNet, samplers, operators, checkpoints."""

@@ -1,0 +1,1 @@
+"""Data sources: generated and installed images (phantoms, synthetic, MNI152, photos)."""

@@ -1,0 +1,1 @@
+"""Evaluation: image quality metrics and the classical baselines a prior has to beat."""

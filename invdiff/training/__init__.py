@@ -1,0 +1,1 @@
+"""Training: denoising score matching, crop augmentation, noise-conditional classifiers."""

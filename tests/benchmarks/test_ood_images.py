@@ -1,0 +1,36 @@
+"""The out-of-distribution suite's images and its held-out check (benchmarks/ood_images.py)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from benchmarks import bench_ood, ood_images
+from invdiff.core import checkpoint
+
+nilearn = pytest.importorskip("nilearn")
+
+
+def test_images_are_unit_range_squares():
+    for name in ("shepp_logan", "camera", "mni_z95"):
+        img = ood_images.load(name, 32)
+        assert img.shape == (1, 1, 32, 32) and img.dtype == np.float32
+        assert 0.0 <= img.min() and img.max() <= 1.0 and img.std() > 0.05
+
+
+def test_the_shipped_default_never_trained_on_the_suite():
+    _, config = checkpoint.load_model(checkpoint.resolve_model(None))
+    names = {img for cases in bench_ood.SUITE.values() for img, _ in cases} | set(bench_ood.VAL)
+    for name in sorted(names):
+        ood_images.check_heldout(name, config)  # raises if the model could have seen it
+
+
+def test_check_heldout_refuses_what_a_model_could_have_seen():
+    with pytest.raises(ValueError, match="not in the held-out"):
+        ood_images.check_heldout("mni_z70", {})
+    photos = {"data": [{"source": "invdiff.photos (skimage)"}]}
+    with pytest.raises(ValueError, match="scikit-image"):
+        ood_images.check_heldout("camera", photos)
+    other_band = {"data": [{"generator": "invdiff.mni.slices", "heldout": "[60, 70) margin 0"}]}
+    with pytest.raises(ValueError, match="another held-out band"):
+        ood_images.check_heldout("mni_z95", other_band)
