@@ -57,15 +57,15 @@ class CTPoisson(Operator):
         image_shape: tuple[int, int, int],
         *,
         noise_std: float = DEFAULT_NOISE_STD,
-        views: int = 23,
-        detectors: int = 0,
         i0: float = 1e4,
         mu: float = 5.0,
+        **geometry: int,
     ):
+        """``geometry``: ct_sparse's ``views`` and ``detectors`` (its defaults)."""
         super().__init__(image_shape, noise_std=noise_std)
         if not (i0 > 0 and math.isfinite(i0)) or not (mu > 0 and math.isfinite(mu)):
             raise InvdiffError(f"ct_poisson: need --i0 > 0 and --mu > 0, got {i0}, {mu}")
-        self.ct = CTSparse(self.image_shape, noise_std=0.0, views=views, detectors=detectors)
+        self.ct = CTSparse(self.image_shape, noise_std=0.0, **geometry)
         self.views, self.detectors = self.ct.views, self.ct.detectors
         self.i0, self.mu = float(i0), float(mu)
         self.scale = self.mu / max(self.image_shape[1:])  # attenuation per pixel length

@@ -14,6 +14,7 @@ from typing import ClassVar
 
 import numpy as np
 import torch
+from invdiff_operators._mask import MaskGeometry
 from torch import Tensor
 
 from invdiff.core.operator import DEFAULT_NOISE_STD, LinearOperator, Param, check_mask
@@ -23,7 +24,7 @@ from invdiff.hookspecs import hookimpl
 KINDS = ("random", "box", "centre", "file")
 
 
-class Masking(LinearOperator):
+class Masking(MaskGeometry, LinearOperator):
     """Keep the pixels where the mask is 1: y = m ⊙ x."""
 
     name: ClassVar[str] = "masking"
@@ -63,15 +64,6 @@ class Masking(LinearOperator):
         from invdiff.eval.baselines import biharmonic_inpaint
 
         return "biharmonic", biharmonic_inpaint(self, y)
-
-    def geometry(self) -> dict:
-        """Return the 0/1 mask, stored as /mask (uint8)."""
-        return {"mask": self.mask.detach().cpu().numpy().astype("uint8")}
-
-    def set_geometry(self, arrays: dict, source: str) -> None:
-        """Use a stored /mask (H x W, 0/1) instead of the one the options describe."""
-        if arrays.get("mask") is not None:
-            self.set_mask(torch.as_tensor(arrays["mask"]).float())
 
     @classmethod
     def example(cls, generator: torch.Generator) -> Masking:

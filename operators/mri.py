@@ -24,6 +24,7 @@ from __future__ import annotations
 from typing import ClassVar
 
 import torch
+from invdiff_operators._mask import MaskGeometry
 from torch import Tensor
 
 from invdiff.core.operator import DEFAULT_NOISE_STD, LinearOperator, Param, check_mask
@@ -103,7 +104,7 @@ def variable_density_mask(
     return torch.rand(size, generator=g) < prob
 
 
-class MRI(LinearOperator):
+class MRI(MaskGeometry, LinearOperator):
     """Sample the centred orthonormal k-space of a real image: y = M F x (complex)."""
 
     name: ClassVar[str] = "mri"
@@ -156,15 +157,6 @@ class MRI(LinearOperator):
     def baseline(self, y: Tensor) -> tuple[str, Tensor]:
         """Return ("zero-filled", the zero-filled inverse FFT: this operator's pseudo-inverse)."""
         return "zero-filled", self.pseudo_inverse(y)
-
-    def geometry(self) -> dict:
-        """Return the 0/1 mask, stored as /mask (uint8)."""
-        return {"mask": self.mask.detach().cpu().numpy().astype("uint8")}
-
-    def set_geometry(self, arrays: dict, source: str) -> None:
-        """Use a stored /mask (H x W, 0/1) instead of the one the options describe."""
-        if arrays.get("mask") is not None:
-            self.set_mask(torch.as_tensor(arrays["mask"]).float())
 
     @classmethod
     def example(cls, generator: torch.Generator) -> MRI:
