@@ -184,6 +184,15 @@ def generators_for(seeds: Sequence[int], device: str | torch.device) -> list[tor
     return [torch.Generator(device=device).manual_seed(int(s)) for s in seeds]
 
 
+def _finish(sde: SDE, counted, x: Tensor, t: float, result: Tensor | None) -> SampleResult:
+    """Return the sampler's result: ``result`` when given, else the Tweedie estimate
+    E[x_0 | x_t] at the last time t (one more NFE)."""
+    if result is None:
+        tt = _full(t, x)
+        result = tweedie(sde, x, tt, counted.score(x, tt))
+    return SampleResult(result, counted.nfe)
+
+
 @torch.no_grad()
 def pc_sample(
     score: ScoreFn,
@@ -226,10 +235,7 @@ def pc_sample(
         x, x_mean = predictor(x, t, s, **kw)
         if callback is not None:
             callback(i)
-    if denoise:
-        tt = _full(ts[-1], x)
-        x_mean = tweedie(sde, x, tt, counted.score(x, tt))
-    return SampleResult(x_mean, counted.nfe)
+    return _finish(sde, counted, x, float(ts[-1]), x_mean if not denoise else None)
 
 
 @torch.no_grad()
@@ -265,10 +271,7 @@ def heun_ode_sample(
         x = x + (s - t) * 0.5 * (d + velocity(x_euler, s))
         if callback is not None:
             callback(i)
-    if denoise:
-        tt = _full(ts[-1], x)
-        x = tweedie(sde, x, tt, counted.score(x, tt))
-    return SampleResult(x, counted.nfe)
+    return _finish(sde, counted, x, float(ts[-1]), None if denoise else x)
 
 
 @torch.no_grad()
@@ -312,7 +315,4 @@ def rk45_ode_sample(
         if callback is not None:
             callback(k)
     x = torch.cat(out)
-    if denoise:
-        tt = _full(sde.t_min, x)
-        x = tweedie(sde, x, tt, counted.score(x, tt))
-    return SampleResult(x, counted.nfe)
+    return _finish(sde, counted, x, sde.t_min, None if denoise else x)
