@@ -149,7 +149,9 @@ def parse(argv: list[str] | None = None) -> tuple[Config, str, Path | None, Path
         default=None,
         help="sample with the raw prior (no clip of the denoised estimate to [0, 1])",
     )
-    p.add_argument("--model", help="model file (default: the shipped invdiff/models/phantom64.pt)")
+    p.add_argument(
+        "--model", help="model file (default: the default model, invdiff/models/general.pt)"
+    )
     p.add_argument("--out", type=Path, help="results folder (default: benchmarks/results)")
     p.add_argument("--render", type=Path, help="only rewrite the Markdown of this JSON report")
     args = p.parse_args(argv)
