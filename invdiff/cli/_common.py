@@ -42,6 +42,7 @@ Clip = Annotated[
 
 MAX_THREADS = 4096
 MAX_BATCH = 65536
+MIN_IMAGE_SIZE = 8  # the smallest side any-size models reconstruct or sample (--image-size)
 
 
 class Terminated(KeyboardInterrupt):
@@ -136,11 +137,11 @@ def resolve_device(name: str | None) -> str:
     if name in (None, "", "auto"):
         return "cuda" if torch.cuda.is_available() else "cpu"
     try:
-        torch.device(name)
+        dev = torch.device(name)
     except (RuntimeError, ValueError):
-        raise InvdiffError(
-            f"--device {name!r} is not a device; use auto, cpu, cuda or cuda:N"
-        ) from None
+        dev = None
+    if dev is None or dev.type not in ("cpu", "cuda") or dev.type == "cpu" and dev.index:
+        raise InvdiffError(f"--device {name!r} is not a device; use auto, cpu, cuda or cuda:N")
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise InvdiffError(f"device {name!r} requested but CUDA is not available; use --device cpu")
     return name
@@ -211,13 +212,29 @@ def check_training(steps: int, batch_size: int, lr: float, ema_decay: float, ckp
     )
 
 
-def check_net(base: int, res_blocks: int) -> None:
+def check_net(base: int, res_blocks: int, mult: tuple[int, ...]) -> None:
     """Refuse network sizes that cannot be built (shared by train and train-classifier)."""
     require(
         {
             "--base": within(base, 1, 1024, "an integer"),
             "--res-blocks": within(res_blocks, 1, 16, "an integer"),
+            "--mult": within(max(mult), 1, 1024, "a list of integers"),
         }
+    )
+
+
+def check_network_memory(build: Callable[[dict], Any], config: dict) -> None:
+    """Refuse a network whose training (weights, EMA, gradients and two Adam moments: five
+    float32 copies) would take more than MAX_GIB, counted on the meta device before any weight
+    is made (shared by train and train-classifier)."""
+    import torch
+
+    with torch.device("meta"):
+        params = sum(p.numel() for p in build(config).parameters())
+    check_memory(
+        5 * params,
+        f"the network's {params:.3g} parameters, 5 times (weights, EMA, gradients, Adam moments),",
+        "lower --base, --mult or --res-blocks",
     )
 
 
@@ -272,9 +289,11 @@ def check_memory(values: int, what: str, fix: str) -> None:
 
 
 def check_image_size(image_size: int | None, largest: int) -> None:
-    """Refuse an ``--image-size`` outside [8, largest] before any work."""
-    if image_size is not None and not 8 <= image_size <= largest:
-        raise InvdiffError(f"--image-size must lie in [8, {largest}], got {image_size}")
+    """Refuse an ``--image-size`` outside [MIN_IMAGE_SIZE, largest] before any work."""
+    if image_size is not None and not MIN_IMAGE_SIZE <= image_size <= largest:
+        raise InvdiffError(
+            f"--image-size must lie in [{MIN_IMAGE_SIZE}, {largest}], got {image_size}"
+        )
 
 
 def knob_flag(name: str) -> str:
@@ -306,6 +325,19 @@ def check_output(
     if out.exists() and not (force or resume):
         other = f"choose another {option}" if resume is None else "--resume to continue"
         raise InvdiffError(f"{out} exists; pass --force to overwrite it or {other}")
+
+
+def check_state_output(out: Any, state: Any, inputs: list[Any], force: bool, resume: bool) -> None:
+    """``check_output`` for the model file ``out`` of a training command and for its resumable
+    state ``state`` (OUT.train), written at every checkpoint: --resume continues them, --force
+    starts over; --resume with ``out`` but no state to continue from does not start over."""
+    check_output(out, inputs, force, resume)
+    check_output(state, inputs, force, resume)
+    if resume and not force and Path(out).exists() and not Path(state).exists():
+        raise InvdiffError(
+            f"{out} exists but {state} does not, so there is nothing to resume; pass --force "
+            "to train again from the start"
+        )
 
 
 def check_outputs(outputs: dict[str, Any], inputs: list[Any], force: bool) -> None:
@@ -377,6 +409,11 @@ def image_shape(
     c, side = image["channels"], image["size"]
     if not image.get("any_size"):
         return (c, side, side)
+    if found is not None and min(found) < MIN_IMAGE_SIZE:
+        raise InvdiffError(
+            f"the images of {source} are {found[0]} x {found[1]}; invdiff reconstructs images of "
+            f"at least {MIN_IMAGE_SIZE} x {MIN_IMAGE_SIZE}"
+        )
     if image_size:
         if found is not None and found != (image_size, image_size):
             raise InvdiffError(

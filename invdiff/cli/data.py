@@ -42,7 +42,7 @@ def phantoms(
     from invdiff.io import write_datasets
     from invdiff.phantoms import lesion_twins, make_phantoms
 
-    _check_data(out, force, n, size, seed)
+    _check_data(out, force, n, size, seed, copies=2 if twins else 1)
     require({"--lesion-fraction": within(lesion_fraction, 0, 1)})
     attrs = {
         "generator": "invdiff.phantoms.thorax_phantom",
@@ -111,8 +111,11 @@ def photos(
         )
 
 
-def _check_data(out: Path, force: bool, n: int, size: int, seed: int, min_size: int = 16):
-    """Refuse impossible data requests and outputs before generating anything."""
+def _check_data(
+    out: Path, force: bool, n: int, size: int, seed: int, min_size: int = 16, copies: int = 1
+):
+    """Refuse impossible data requests and outputs before generating anything (``copies``
+    images per --n: 2 for --twins)."""
     require(
         {
             "--n": (n >= 1, "an integer >= 1"),
@@ -120,7 +123,8 @@ def _check_data(out: Path, force: bool, n: int, size: int, seed: int, min_size: 
             "--seed": seed_check(seed),
         }
     )
-    check_memory(n * size * size, f"--n {n} images of {size} x {size}", "write several files")
+    images = f"--n {n} images" if copies == 1 else f"--n {n} x {copies} images"
+    check_memory(copies * n * size * size, f"{images} of {size} x {size}", "write several files")
     check_output(out, [], force)
 
 

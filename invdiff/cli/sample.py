@@ -90,7 +90,6 @@ def sample(
     from invdiff.score import data_range_prior
 
     if n_old is not None:
-        deprecated("--n", "--samples")
         n = n_old
     check_sampling(steps=steps, seed=seed, snr=snr, samples=n, batch_size=batch_size)
     check_image_size(image_size, 4096)
@@ -154,6 +153,10 @@ def sample(
             batch_size=batch_size,
             device=dev,
         )
+    if not torch.isfinite(rec.samples).all():
+        raise InvdiffError(
+            f"{sampler} produced NaN/Inf; raise --steps or check --model {model_path}"
+        )
     x, nfe, wall = rec.samples[0].numpy(), rec.nfe_total, rec.seconds
     attrs = guidance | {
         "model": str(model_path),
@@ -175,6 +178,8 @@ def sample(
         if png_tmp is not None:
             save_png(png_tmp, grid(x), scale=2)
     typer.echo(f"wrote {n} samples to {out} ({nfe} network evaluations, {wall:.1f} s on {dev})")
+    if n_old is not None:  # after the work, so that an error stays the only line
+        deprecated("--n", "--samples")
 
 
 def class_guided(prior, sde, shape, label: int, scale: float, classifier: Path | None, device):
