@@ -46,8 +46,10 @@ def save_png(path: str | Path, image: np.ndarray, scale: int = 1) -> None:
 
     if scale > 1:
         image = np.repeat(np.repeat(image, scale, axis=0), scale, axis=1)
-    with atomic_path(path) as tmp:
-        iio.imwrite(tmp, (np.clip(image, 0, 1) * 255).round().astype(np.uint8), extension=".png")
+    with atomic_path(path) as tmp:  # encoded in memory, then written in one go: a full disk is
+        # one OSError, never an imageio writer failing again when garbage-collected
+        pixels = (np.clip(image, 0, 1) * 255).round().astype(np.uint8)
+        tmp.write_bytes(iio.imwrite("<bytes>", pixels, extension=".png"))
 
 
 def colour_map(values: np.ndarray) -> np.ndarray:

@@ -1,49 +1,18 @@
 """HDF5 input and output; the only module that imports h5py.
 
-Training-image layout (``invdiff train``, ``invdiff data``):
-
-- ``/images``: float, N x C x H x W or N x H x W (read as C = 1), values in [0, 1];
-- ``/labels`` (optional): int, N, one class per image (e.g. lesion present = 1);
-- attributes describe where the data came from (generator, seed, size, ...).
-
-Solve input (``invdiff solve``), one file holds N slices solved as a batch:
-
-- ``/measurement``: N x (the operator's output shape), e.g. N x 1 x views x detectors for
-  ``ct_sparse``, complex N x 1 x H x W k-space for ``mri`` (a missing channel axis is added);
-  several operators: one dataset per operator, ``/measurements/<operator name>``;
-- geometry stored with it: ``/angles`` (radians, CT: checked against --views), ``/mask``
-  (H x W, 0/1: MRI sampling or inpainting mask, replaces the operator's own);
-- attributes ``operator`` (name) and ``operator_params`` (JSON) say how y was measured; the
-  command line may repeat them but not contradict the data's shape;
-- ``/ground_truth`` (optional): N x C x H x W in [0, 1], for PSNR / SSIM;
-- ``/image`` (for ``--simulate``; ``/images`` of the training layout also works): N x C x H x W
-  in [0, 1], measured with the given operators.
-
-Also read: fastMRI single-coil files (``kspace`` S x H x W complex, ``mask`` when present,
-``reconstruction_esc``) and LoDoPaB-CT files (``data``: N x views x detectors; geometry from the
-command line).
-
-Solve output (:class:`SolveOutput`), for N slices and K posterior samples each:
-
-- ``/reconstruction`` (posterior mean, N x C x H x W), ``/samples`` (N x K x C x H x W) and, for
-  K > 1, ``/std`` (per-pixel posterior std); ``/baseline``, the first operator's classical
-  reconstruction, when it has one;
-- the measurements as the input's layout names them (``/measurement`` or
-  ``/measurements/<operator name>``), ``/ground_truth`` when known and then per-slice
-  ``/metrics/<invdiff|baseline>_<psnr|ssim>``;
-- attributes: the provenance (version, input, operators, strategy and its options, model and its
-  sha256, seeds, NFE, wall time, device) and the mean metrics.
-
-Every writer goes through :func:`invdiff.atomic.atomic_path`: the file is written under a
-temporary name in the destination folder and renamed into place only when complete, so an
+The layouts (training images, solve input, solve output, fastMRI and LoDoPaB files) are described
+in docs/formats.md. Every writer goes through :func:`invdiff.atomic.atomic_path`, so an
 interrupted write never leaves a half-written file and never damages an existing one.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import io
+import math
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -67,13 +36,19 @@ def _array(f, name: str, path: Path, kinds: str = "fiu") -> np.ndarray:
     if kind not in kinds:
         what = "complex" if kind == "c" else f"not numbers ({obj.dtype})"
         raise InvdiffError(f"{label} in {path} is {what}; store a real numeric array")
-    if obj.size == 0:
+    if not obj.size:  # 0 entries, or no dataspace at all (h5py.Empty: size None)
         raise InvdiffError(f"{label} in {path} is empty (shape {obj.shape}); store the data")
     gib = obj.size * obj.dtype.itemsize / 2**30
     if gib > MAX_GIB:
         raise InvdiffError(
             f"{label} in {path} is {gib:.0f} GiB (shape {obj.shape}), more than invdiff reads at "
             f"once ({MAX_GIB} GiB); split it into several files"
+        )
+    available = _available_gib()
+    if 2 * gib > available:  # the array and at least one copy of it (float32, checks)
+        raise InvdiffError(
+            f"{label} in {path} is {gib:.1f} GiB (shape {obj.shape}), more than half of the "
+            f"memory available ({available:.1f} GiB); split it into several files"
         )
     try:
         return np.asarray(obj[...])
@@ -94,18 +69,43 @@ def _h5py():
     return h5py
 
 
-def _open(path: str | Path):
+def _available_gib() -> float:
+    """Return the memory available to a new allocation in GiB (MemAvailable; inf if unknown)."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) / 2**20
+    except (OSError, ValueError, IndexError):
+        pass
+    return math.inf
+
+
+@contextlib.contextmanager
+def _open(path: str | Path) -> Iterator[Any]:
+    """Open an HDF5 file for reading; yield it. h5py's errors on a damaged file (raised at any
+    access: attributes, names, data) become one line naming the file."""
     path = Path(path)
     if not path.exists():
         raise InvdiffError(f"{path} not found; check the path")
     if path.is_dir():
         raise InvdiffError(f"{path} is a folder, not an HDF5 file; give the file's path")
+    if not path.is_file():  # a FIFO would block h5py's open forever
+        raise InvdiffError(f"{path} is not a regular file (a FIFO or a device); give an HDF5 file")
     if not os.access(path, os.R_OK):
         raise InvdiffError(f"{path} is not readable (permissions); chmod it or copy it")
     try:
-        return _h5py().File(path, "r")
+        f = _h5py().File(path, "r")
     except OSError:
         raise InvdiffError(f"{path} is not a readable HDF5 file; check that it is HDF5") from None
+    with f:
+        try:
+            yield f
+        except (OSError, KeyError, RuntimeError) as err:
+            raise InvdiffError(
+                f"{path} cannot be read ({(str(err).splitlines() or [''])[0][:100]}); the file is "
+                "truncated or damaged: copy or export it again"
+            ) from None
 
 
 def read_images(path: str | Path) -> tuple[np.ndarray, np.ndarray | None, dict[str, Any]]:
@@ -295,7 +295,7 @@ def _operator_params(attrs: dict[str, Any], path: Path) -> dict[str, Any]:
         raise InvdiffError(f"attribute operator_params of {path} must be text holding {example}")
     try:
         params = json.loads(text)
-    except json.JSONDecodeError:
+    except (json.JSONDecodeError, RecursionError):  # RecursionError: nested too deeply
         raise InvdiffError(
             f"attribute operator_params of {path} is not JSON; store {example}"
         ) from None

@@ -153,7 +153,7 @@ def _load_entry_point(pm: PluginManager, ep: metadata.EntryPoint) -> None:
         if pm.is_registered(plugin):
             raise ValueError(f"module {ep.value} is already registered")
         pm.register_plugin(plugin, ep.name, package, version)
-    except Exception as err:  # a broken plugin must not take the others down
+    except (Exception, SystemExit) as err:  # a broken plugin must not take the others down
         warnings.warn(
             f"invdiff plugin {ep.name!r} ({ep.value}, from {package}) failed to load and is "
             f"skipped: {type(err).__name__}: {err}",

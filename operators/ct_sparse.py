@@ -114,6 +114,12 @@ class CTSparse(LinearOperator):
             raise InvdiffError(
                 f"ct_sparse: need --views >= 1 and --detectors >= 0, got {views}, {detectors}"
             )
+        if detectors > 2 * (h + w):  # astra allocates per bin: 1e7 bins abort the process
+            raise InvdiffError(
+                f"ct_sparse: --detectors {detectors} is more than 2 (H + W) = {2 * (h + w)} for "
+                f"{h} x {w} images; bins past the image's diagonal ({math.hypot(h, w):.0f}) see "
+                "nothing"
+            )
         self.views = int(views)
         self.detectors = int(detectors) or math.ceil(math.hypot(h, w))
         # The linear projector touches about 2 pixels per ray per image row: refuse a geometry

@@ -59,10 +59,13 @@ class Masking(MaskGeometry, LinearOperator):
         self.mask = check_mask(mask, self.image_shape[1:], self.name).to(self.mask)
         return self
 
-    def baseline(self, y: Tensor) -> tuple[str, Tensor]:
-        """Return ("biharmonic", the unmeasured pixels filled by biharmonic inpainting)."""
+    def baseline(self, y: Tensor) -> tuple[str, Tensor] | None:
+        """Return ("biharmonic", the unmeasured pixels filled by biharmonic inpainting), or None
+        when no pixel is measured (nothing to inpaint from)."""
         from invdiff.eval.baselines import biharmonic_inpaint
 
+        if not self.mask.any():
+            return None
         return "biharmonic", biharmonic_inpaint(self, y)
 
     @classmethod
@@ -125,17 +128,28 @@ def load_mask(path: str, size: tuple[int, int]) -> Tensor:
     p = Path(path)
     if not path or not p.is_file():
         raise InvdiffError(f"masking: --mask file needs --path to an existing file, got {path!r}")
-    if p.suffix == ".npy":
-        arr = np.load(p)
-    elif p.suffix in (".h5", ".hdf5"):
-        import h5py
-
-        with h5py.File(p, "r") as f:
-            if "mask" not in f:
-                raise InvdiffError(f"masking: {path} has no dataset 'mask'; found {list(f)}")
-            arr = f["mask"][()]
-    else:
+    if p.suffix not in (".npy", ".h5", ".hdf5"):
         raise InvdiffError(f"masking: mask file must end in .npy, .h5 or .hdf5, got {path!r}")
+    try:
+        if p.suffix == ".npy":
+            arr = np.load(p)
+        else:
+            import h5py
+
+            with h5py.File(p, "r") as f:
+                if not isinstance(f.get("mask"), h5py.Dataset):
+                    raise InvdiffError(f"masking: {path} has no dataset 'mask'; found {list(f)}")
+                arr = f["mask"][()]
+    except InvdiffError:
+        raise
+    except (OSError, ValueError, KeyError) as err:  # not .npy / HDF5, pickled objects, damaged
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0][:100]
+        raise InvdiffError(f"masking: cannot read the mask in {path} ({first})") from None
+    arr = np.asarray(arr)
+    if arr.dtype.kind not in "biuf" or not np.isfinite(arr).all():
+        raise InvdiffError(
+            f"masking: the mask in {path} must be finite numbers (nonzero: measured)"
+        )
     if arr.shape != size:
         raise InvdiffError(f"masking: mask in {path} has shape {arr.shape}, image needs {size}")
     return torch.from_numpy(np.asarray(arr != 0, dtype=np.float32))

@@ -81,8 +81,9 @@ def column_mask(
         return cols | (torch.rand(width, generator=g) < prob)
     spacing = max((width - low) / max(target - low, 1e-9), 1.0)
     offset = float(torch.rand((), generator=g)) * spacing
-    picks = torch.arange(offset, width, spacing).round().long().clamp_max(width - 1)
-    cols[picks] = True
+    if offset < width:  # else (high acceleration: a spacing past the width) the centre alone
+        picks = torch.arange(offset, width, spacing).round().long().clamp_max(width - 1)
+        cols[picks] = True
     return cols
 
 

@@ -1,22 +1,19 @@
 """Shared CLI plumbing: one-line errors with exit code 2 (ours and typer's own), the options every
 sampling and training command repeats (``Annotated`` aliases, one help text each), device and
-thread selection, checks of the options and output paths several commands share, the operator
+thread selection (the option checks are in ``_checks``), the operator
 registry as the command line sees it, and the image size a model works at."""
 
 from __future__ import annotations
 
 import contextlib
 import functools
-import math
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from typer.core import TyperCommand, TyperGroup
 
 from invdiff.errors import InvdiffError
-from invdiff.io import MAX_GIB
 from invdiff.plugins import Registry
 
 # Options shared by sample, solve, train and train-classifier (and --force by data) ------------
@@ -42,6 +39,7 @@ Clip = Annotated[
 
 MAX_THREADS = 4096
 MAX_BATCH = 65536
+MIN_IMAGE_SIZE = 8  # the smallest side any-size models reconstruct or sample (--image-size)
 
 
 class Terminated(KeyboardInterrupt):
@@ -136,11 +134,11 @@ def resolve_device(name: str | None) -> str:
     if name in (None, "", "auto"):
         return "cuda" if torch.cuda.is_available() else "cpu"
     try:
-        torch.device(name)
+        dev = torch.device(name)
     except (RuntimeError, ValueError):
-        raise InvdiffError(
-            f"--device {name!r} is not a device; use auto, cpu, cuda or cuda:N"
-        ) from None
+        dev = None
+    if dev is None or dev.type not in ("cpu", "cuda") or dev.type == "cpu" and dev.index:
+        raise InvdiffError(f"--device {name!r} is not a device; use auto, cpu, cuda or cuda:N")
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise InvdiffError(f"device {name!r} requested but CUDA is not available; use --device cpu")
     return name
@@ -169,157 +167,6 @@ def seeded_build(build: Any, config: dict, seed: int) -> Any:
 
 
 # Option checks ---------------------------------------------------------------------------------
-
-
-def require(checks: dict[str, tuple[bool, str]]) -> None:
-    """Raise one InvdiffError naming the first option whose check failed.
-
-    ``checks`` maps an option (``--lr``) to (ok, what it must be), e.g.
-    ``{"--lr": (lr > 0, "a positive number")}``; NaN fails every comparison, so it is refused.
-    """
-    for option, (ok, must) in checks.items():
-        if not ok:
-            raise InvdiffError(f"{option} must be {must}")
-
-
-def within(value: float | None, lo: float, hi: float, kind: str = "a number") -> tuple[bool, str]:
-    """Return the ``require`` entry "``value`` is None or lies in [lo, hi]" (NaN and Inf fail)."""
-    ok = value is None or (math.isfinite(value) and lo <= value <= hi)
-    return ok, f"{kind} in [{lo:g}, {hi:g}]"
-
-
-def seed_check(seed: int | None) -> tuple[bool, str]:
-    """The ``--seed`` entry of every command: seeds k, seed + k, ... stay below 2^63."""
-    return seed is None or 0 <= seed < 2**62, "an integer in [0, 2^62)"
-
-
-def batch_check(batch_size: int | None) -> tuple[bool, str]:
-    return within(batch_size, 1, MAX_BATCH, "an integer")
-
-
-def check_training(steps: int, batch_size: int, lr: float, ema_decay: float, ckpt_every: int, seed):
-    """Refuse impossible optimisation options (shared by train and train-classifier)."""
-    require(
-        {
-            "--steps": (1 <= steps <= 10**9, "an integer in [1, 1e9]"),
-            "--batch-size": batch_check(batch_size),
-            "--lr": (0 < lr < 1, "a number in (0, 1)"),
-            "--ema-decay": (0 <= ema_decay < 1, "in [0, 1)"),
-            "--ckpt-every": (ckpt_every >= 1, ">= 1"),
-            "--seed": seed_check(seed),
-        }
-    )
-
-
-def check_net(base: int, res_blocks: int) -> None:
-    """Refuse network sizes that cannot be built (shared by train and train-classifier)."""
-    require(
-        {
-            "--base": within(base, 1, 1024, "an integer"),
-            "--res-blocks": within(res_blocks, 1, 16, "an integer"),
-        }
-    )
-
-
-def parse_ints(text: str, option: str, empty: bool = False) -> tuple[int, ...]:
-    """Return the comma-separated integers >= 1 of ``option`` (``--mult 1,2,2``)."""
-    try:
-        values = tuple(int(v) for v in text.split(",") if v.strip())
-    except ValueError:
-        values = (0,)
-    if min(values, default=1) < 1 or not (values or empty):
-        raise InvdiffError(
-            f"{option} takes comma-separated integers >= 1, e.g. 1,2,2; got {text!r}"
-        )
-    return values
-
-
-def check_sampling(
-    steps: int | None = None,
-    seed: int | None = None,
-    snr: float | None = None,
-    lam: float | None = None,
-    zeta: float | None = None,
-    *,
-    samples: int | None = None,
-    batch_size: int | None = None,
-    cg_iters: int | None = None,
-    noise: float | None = None,
-    sigma_start: float | None = None,
-) -> None:
-    """Refuse impossible sampling knobs (shared by solve and sample) before any work."""
-    require(
-        {
-            "--steps": within(steps, 1, 100_000, "an integer"),
-            "--samples": within(samples, 1, 1_000_000, "an integer"),
-            "--batch-size": batch_check(batch_size),
-            "--seed": seed_check(seed),
-            "--snr": within(snr, 0, 10),
-            "--lambda": (lam is None or (math.isfinite(lam) and 0 < lam <= 1e6), "in (0, 1e6]"),
-            "--zeta": within(zeta, 0, 1e6),
-            "--cg-iters": within(cg_iters, 1, 1000, "an integer"),
-            "--noise": within(noise, 0, 1000),
-            "--sigma-start": within(sigma_start, 0, 1e5),
-        }
-    )
-
-
-def check_memory(values: int, what: str, fix: str) -> None:
-    """Refuse to make ``values`` float32 numbers when they would take more than MAX_GIB."""
-    gib = values * 4 / 2**30
-    if gib > MAX_GIB:
-        raise InvdiffError(f"{what} need {gib:.0f} GiB (more than {MAX_GIB}); {fix}")
-
-
-def check_image_size(image_size: int | None, largest: int) -> None:
-    """Refuse an ``--image-size`` outside [8, largest] before any work."""
-    if image_size is not None and not 8 <= image_size <= largest:
-        raise InvdiffError(f"--image-size must lie in [8, {largest}], got {image_size}")
-
-
-def knob_flag(name: str) -> str:
-    """Return the option of a strategy knob: ``lam`` is --lambda, ``cg_iters`` --cg-iters."""
-    return "--lambda" if name == "lam" else "--" + name.replace("_", "-")
-
-
-# Output paths ----------------------------------------------------------------------------------
-
-
-def check_output(
-    out: Any, inputs: list[Any], force: bool, resume: bool | None = None, option: str = "--out"
-) -> None:
-    """Refuse an output that is one of the inputs, or not a regular file (a folder, a device),
-    or that exists (unless --force, or --resume for commands that have it: ``resume`` not None),
-    or whose folder is missing: before any long computation."""
-    out = Path(out)
-    for src in inputs:
-        if Path(src).exists() and out.exists() and out.resolve() == Path(src).resolve():
-            raise InvdiffError(f"{option} {out} is an input file; choose another {option}")
-    if out.exists() and not out.is_file():
-        raise InvdiffError(
-            f"{option} {out} is not a regular file (a folder or a device); choose a file name"
-        )
-    if not out.parent.exists():
-        raise InvdiffError(
-            f"folder {out.parent} does not exist; create it or choose another {option}"
-        )
-    if out.exists() and not (force or resume):
-        other = f"choose another {option}" if resume is None else "--resume to continue"
-        raise InvdiffError(f"{out} exists; pass --force to overwrite it or {other}")
-
-
-def check_outputs(outputs: dict[str, Any], inputs: list[Any], force: bool) -> None:
-    """``check_output`` for each of a command's outputs (option -> path or None), which must
-    also be different files."""
-    given = {option: Path(path) for option, path in outputs.items() if path is not None}
-    for option, path in given.items():
-        check_output(path, inputs, force, option=option)
-    seen: dict[Path, str] = {}
-    for option, path in given.items():
-        key = path.resolve()
-        if key in seen:
-            raise InvdiffError(f"{option} and {seen[key]} are the same file {path}; give two")
-        seen[key] = option
 
 
 # Operators -------------------------------------------------------------------------------------
@@ -377,6 +224,11 @@ def image_shape(
     c, side = image["channels"], image["size"]
     if not image.get("any_size"):
         return (c, side, side)
+    if found is not None and min(found) < MIN_IMAGE_SIZE:
+        raise InvdiffError(
+            f"the images of {source} are {found[0]} x {found[1]}; invdiff reconstructs images of "
+            f"at least {MIN_IMAGE_SIZE} x {MIN_IMAGE_SIZE}"
+        )
     if image_size:
         if found is not None and found != (image_size, image_size):
             raise InvdiffError(

@@ -9,7 +9,9 @@ import contextlib
 from collections.abc import Iterator
 from pathlib import Path
 
-from invdiff.cli._common import image_shape
+from invdiff.cli._common import (
+    image_shape,
+)
 from invdiff.cli._options import OperatorSpec, file_params
 from invdiff.errors import InvdiffError
 from invdiff.io import SolveInput

@@ -61,6 +61,13 @@ def parse_extra(args: list[str], registry) -> tuple[list[OperatorSpec], list[Pat
             continue
         value, i = _value(args, i, inline, param.option)
         spec.params[name] = param_value(spec.name, param, value)
+    names = [spec.name for spec in specs]
+    for name in names:
+        if names.count(name) > 1:  # one measurement per name: /measurements/<name>
+            raise InvdiffError(
+                f"--operator {name} is given twice; measurements are stored and read by operator "
+                "name, so give each operator once"
+            )
     return specs, inputs
 
 
@@ -92,6 +99,8 @@ def param_value(operator: str, param: Param, value: Any, source: Path | str | No
         if not ok or isinstance(value, bool) and want is not bool:
             raise InvdiffError(f"{where} {what}, got {value!r}")
         converted = want(value)
+    if want is int and not -(2**63) <= converted < 2**63:
+        raise InvdiffError(f"{where} must be a 64-bit integer, got {value!r}")
     if want is float and not (math.isfinite(converted) and (converted >= 0 or not noise)):
         must = "a finite number >= 0" if noise else "a finite number"
         raise InvdiffError(f"{where} must be {must}, got {value!r}")

@@ -6,16 +6,18 @@ from pathlib import Path
 
 import typer
 
-from invdiff.cli._common import (
-    Command,
-    Force,
-    Group,
+from invdiff.cli._checks import (
     check_memory,
     check_output,
     require,
     seed_check,
-    user_errors,
     within,
+)
+from invdiff.cli._common import (
+    Command,
+    Force,
+    Group,
+    user_errors,
 )
 
 app = typer.Typer(help="Generate data sets (HDF5, /images in [0, 1], optional /labels).", cls=Group)
@@ -42,7 +44,7 @@ def phantoms(
     from invdiff.data.phantoms import lesion_twins, make_phantoms
     from invdiff.io import write_datasets
 
-    _check_data(out, force, n, size, seed)
+    _check_data(out, force, n, size, seed, copies=2 if twins else 1)
     require({"--lesion-fraction": within(lesion_fraction, 0, 1)})
     attrs = {
         "generator": "invdiff.phantoms.thorax_phantom",
@@ -111,8 +113,11 @@ def photos(
         )
 
 
-def _check_data(out: Path, force: bool, n: int, size: int, seed: int, min_size: int = 16):
-    """Refuse impossible data requests and outputs before generating anything."""
+def _check_data(
+    out: Path, force: bool, n: int, size: int, seed: int, min_size: int = 16, copies: int = 1
+):
+    """Refuse impossible data requests and outputs before generating anything (``copies``
+    images per --n: 2 for --twins)."""
     require(
         {
             "--n": (n >= 1, "an integer >= 1"),
@@ -120,7 +125,8 @@ def _check_data(out: Path, force: bool, n: int, size: int, seed: int, min_size: 
             "--seed": seed_check(seed),
         }
     )
-    check_memory(n * size * size, f"--n {n} images of {size} x {size}", "write several files")
+    images = f"--n {n} images" if copies == 1 else f"--n {n} x {copies} images"
+    check_memory(copies * n * size * size, f"{images} of {size} x {size}", "write several files")
     check_output(out, [], force)
 
 

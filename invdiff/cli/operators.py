@@ -6,7 +6,16 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from invdiff.cli._common import Command, Group, load_registry, require, seed_check, user_errors
+from invdiff.cli._checks import (
+    require,
+    seed_check,
+)
+from invdiff.cli._common import (
+    Command,
+    Group,
+    load_registry,
+    user_errors,
+)
 
 app = typer.Typer(
     help="List the installed forward operators and check them.", no_args_is_help=True, cls=Group

@@ -10,6 +10,14 @@ from pathlib import Path
 
 import typer
 
+from invdiff.cli._checks import (
+    check_image_size,
+    check_memory,
+    check_outputs,
+    check_sampling,
+    require,
+    within,
+)
 from invdiff.cli._common import (
     BatchSize,
     Clip,
@@ -17,18 +25,12 @@ from invdiff.cli._common import (
     Force,
     Progress,
     Threads,
-    check_image_size,
-    check_memory,
-    check_outputs,
-    check_sampling,
     deprecated,
     image_shape,
     load_registry,
-    require,
     resolve_device,
     set_threads,
     user_errors,
-    within,
 )
 from invdiff.errors import InvdiffError
 
@@ -91,7 +93,6 @@ def sample(
     from invdiff.training.classifier import default_classifier_path
 
     if n_old is not None:
-        deprecated("--n", "--samples")
         n = n_old
     check_sampling(steps=steps, seed=seed, snr=snr, samples=n, batch_size=batch_size)
     check_image_size(image_size, 4096)
@@ -155,6 +156,10 @@ def sample(
             batch_size=batch_size,
             device=dev,
         )
+    if not torch.isfinite(rec.samples).all():
+        raise InvdiffError(
+            f"{sampler} produced NaN/Inf; raise --steps or check --model {model_path}"
+        )
     x, nfe, wall = rec.samples[0].numpy(), rec.nfe_total, rec.seconds
     attrs = guidance | {
         "model": str(model_path),
@@ -176,6 +181,8 @@ def sample(
         if png_tmp is not None:
             save_png(png_tmp, grid(x), scale=2)
     typer.echo(f"wrote {n} samples to {out} ({nfe} network evaluations, {wall:.1f} s on {dev})")
+    if n_old is not None:  # after the work, so that an error stays the only line
+        deprecated("--n", "--samples")
 
 
 def class_guided(prior, sde, shape, label: int, scale: float, classifier: Path | None, device):

@@ -1,11 +1,7 @@
 """`invdiff solve`: posterior sampling for measurements in HDF5 files.
 
-    invdiff solve --operator ct_sparse --views 23 input.h5 [--out recon.h5 --png preview.png]
-
-Operators and their parameters are read from the command line in order: ``--operator NAME``
-starts an operator, the options after it (``--views 23``, ``--noise-std 0.01``, ``--mask box``)
-set its parameters (``invdiff operators list`` shows them), until the next ``--operator``.
-Everything else that is not an option is an input file.
+``--operator NAME`` starts an operator and the options after it (``--views 23``) set its
+parameters until the next ``--operator``; every other word that is not an option is an input.
 
 This module owns the command: its options and checks, the output paths, and one job per input
 (read, sample through ``invdiff.core.reconstruct``, write). The operator-option mini-language is
@@ -23,6 +19,13 @@ from pathlib import Path
 
 import typer
 
+from invdiff.cli._checks import (
+    check_image_size,
+    check_memory,
+    check_outputs,
+    check_sampling,
+    knob_flag,
+)
 from invdiff.cli._common import (
     BatchSize,
     Clip,
@@ -31,12 +34,7 @@ from invdiff.cli._common import (
     Force,
     Progress,
     Threads,
-    check_image_size,
-    check_memory,
-    check_outputs,
-    check_sampling,
     deprecated,
-    knob_flag,
     load_registry,
     resolve_device,
     set_threads,
@@ -124,7 +122,6 @@ def solve(
     from invdiff.core.checkpoint import load_model, resolve_model
 
     if sampler_old is not None:
-        deprecated("--sampler", "--strategy")
         strategy = sampler_old
     registry = load_registry()
     specs, inputs = parse_extra(list(ctx.args), registry)
@@ -154,13 +151,17 @@ def solve(
     if world > 1 and dev.startswith("cuda"):
         dev = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
     score_model, config = load_model(model_path, dev)
-    for k, (src, dst) in enumerate(zip(inputs, outputs, strict=True)):
-        if k % world != rank:
-            continue  # torchrun: inputs are split round-robin over processes
-        job = SolveJob(registry, specs, score_model, config, model_path, dev, clip, image_size)
+    job = SolveJob(registry, specs, score_model, config, model_path, dev, clip, image_size)
+    mine = list(zip(inputs, outputs, strict=True))[rank::world]  # torchrun: round-robin
+    if len(mine) > 1:  # every input is read and checked before the first is sampled
+        for src, _ in mine:
+            job.prepare(src, samples, simulate, noise, seed)
+    for src, dst in mine:
         job.run(
             src, dst, png, strategy, options, samples, simulate, noise, seed, batch_size, progress
         )
+    if sampler_old is not None:  # after the work, so that an error stays the only line
+        deprecated("--sampler", "--strategy")
 
 
 def _knobs(strategy: str, given: dict) -> dict:
@@ -238,19 +239,8 @@ class SolveJob:
     ) -> None:
         from invdiff.atomic import atomic_paths
         from invdiff.images import save_preview
-        from invdiff.io import read_solve_input
 
-        data = read_solve_input(src)
-        if not self.specs and data.operator is None:
-            raise InvdiffError(
-                f"{data.path} does not say how it was measured; pass --operator NAME"
-            )
-        ops, ys, shape = self.measured(data, simulate, noise, seed)
-        check_memory(
-            len(ys[0]) * samples * math.prod(shape),
-            f"{len(ys[0])} slice(s) x {samples} sample(s) of {' x '.join(map(str, shape))}",
-            "lower --samples or split the input file",
-        )
+        data, ops, ys = self.prepare(src, samples, simulate, noise, seed)
         rec = self.sample(src, ops, ys, strategy, options, samples, seed, batch_size, progress)
         result = self.output(data, ops, ys, rec, strategy, options, simulate, seed)
         with atomic_paths(dst, png) as (dst_tmp, png_tmp):  # both files or neither
@@ -271,6 +261,24 @@ class SolveJob:
                 name, value = result.attrs["baseline"], result.attrs["baseline_psnr_mean"]
                 message += f" (baseline {name} {value:.2f} dB)"
         typer.echo(f"{message}; {rec.seconds:.1f} s on {self.device}")
+
+    def prepare(self, src, samples: int, simulate: bool, noise: float | None, seed: int):
+        """Return one input's data, its operators [(spec, op)] and their measurements, checked
+        (the file, the operators against it, the memory its samples take)."""
+        from invdiff.io import read_solve_input
+
+        data = read_solve_input(src)
+        if not self.specs and data.operator is None:
+            raise InvdiffError(
+                f"{data.path} does not say how it was measured; pass --operator NAME"
+            )
+        ops, ys, shape = self.measured(data, simulate, noise, seed)
+        check_memory(
+            len(ys[0]) * samples * math.prod(shape),
+            f"{len(ys[0])} slice(s) x {samples} sample(s) of {' x '.join(map(str, shape))}",
+            "lower --samples or split the input file",
+        )
+        return data, ops, ys
 
     def measured(self, data, simulate: bool, noise: float | None, seed: int):
         """Return the operators [(spec, op)], their measurements and the image shape (C, H, W)
@@ -377,12 +385,15 @@ class SolveJob:
             )
         truth = result.ground_truth
         if truth is not None:
-            from invdiff.eval.metrics import psnr, ssim
+            from invdiff.eval.metrics import SSIM_MIN_SIDE, psnr, ssim
 
+            metrics = [("psnr", psnr), ("ssim", ssim)]
+            if min(truth.shape[-2:]) < SSIM_MIN_SIDE:
+                metrics = metrics[:1]  # too small for SSIM's window: PSNR only
             for name, est in (("invdiff", result.reconstruction), ("baseline", result.baseline)):
                 if est is None:
                     continue
-                for metric, fn in (("psnr", psnr), ("ssim", ssim)):
+                for metric, fn in metrics:
                     result.metrics[f"{name}_{metric}"] = values = fn(est, truth)
                     result.attrs[f"{name}_{metric}_mean"] = float(values.mean())
         return result

@@ -7,22 +7,25 @@ from pathlib import Path
 
 import typer
 
+from invdiff.cli._checks import (
+    check_net,
+    check_network_memory,
+    check_state_output,
+    check_training,
+    parse_ints,
+    require,
+    within,
+)
 from invdiff.cli._common import (
     BatchSize,
     Device,
     Force,
     Progress,
     Threads,
-    check_net,
-    check_output,
-    check_training,
-    parse_ints,
-    require,
     resolve_device,
     seeded_build,
     set_threads,
     user_errors,
-    within,
 )
 from invdiff.errors import InvdiffError
 
@@ -82,12 +85,12 @@ def train(
     from invdiff.core.nets import UNetConfig
     from invdiff.core.sde import max_pairwise_distance
     from invdiff.training.augment import CropConfig
-    from invdiff.training.train import TrainConfig
+    from invdiff.training.train import TrainConfig, state_path
     from invdiff.training.train import train as run
 
     set_threads(threads)
     _check_options(locals())
-    check_output(out, list(data), force, resume)
+    check_state_output(out, state_path(out), list(data), force, resume)
     dev = resolve_device(device)
     images, attrs = _read_all(data)
     n, c, h, w = images.shape
@@ -110,6 +113,11 @@ def train(
         raise InvdiffError(f"image size {side} must be divisible by {net.downsampling} for --mult")
     if sde == "ve":
         smax = sigma_max or max_pairwise_distance(torch.as_tensor(images))
+        if smax <= sigma_min:
+            raise InvdiffError(
+                f"the training images are (nearly) identical: their largest distance {smax:.3g} "
+                f"is not above --sigma-min {sigma_min:g}; give --sigma-max or more varied images"
+            )
         sde_cfg = {"name": "ve", "sigma_min": sigma_min, "sigma_max": round(smax, 3)}
     else:  # vp or subvp (checked)
         sde_cfg = {"name": sde, "beta_min": 0.1, "beta_max": 20.0}
@@ -138,6 +146,7 @@ def train(
         p_mean=p_mean,
         p_std=p_std,
     )
+    check_network_memory(build_model, config)
     model = seeded_build(build_model, config, seed)  # initial weights depend on --seed only
     run(
         images,
@@ -157,8 +166,7 @@ def train(
 def _check_options(o: dict) -> None:
     """Refuse impossible training options before reading any data."""
     check_training(o["steps"], o["batch_size"], o["lr"], o["ema_decay"], o["ckpt_every"], o["seed"])
-    check_net(o["base"], o["res_blocks"])
-    parse_ints(o["mult"], "--mult")
+    check_net(o["base"], o["res_blocks"], parse_ints(o["mult"], "--mult"))
     parse_ints(o["attn"], "--attn", empty=True)
     require(
         {

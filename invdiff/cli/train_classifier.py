@@ -6,21 +6,26 @@ from pathlib import Path
 
 import typer
 
+from invdiff.cli._checks import (
+    check_net,
+    check_network_memory,
+    check_state_output,
+    check_training,
+    parse_ints,
+)
 from invdiff.cli._common import (
     BatchSize,
     Device,
     Force,
     Threads,
-    check_net,
-    check_output,
-    check_training,
-    parse_ints,
     resolve_device,
     seeded_build,
     set_threads,
     user_errors,
 )
 from invdiff.errors import InvdiffError
+
+MAX_CLASSES = 65536  # /labels are class indices 0..K-1; the classifier has one output per class
 
 
 @user_errors
@@ -55,7 +60,7 @@ def train_classifier(
     """Train p_t(y | x_t) on images diffused with the model's SDE (Song et al. 2021, Sec. 5)."""
     import numpy as np
 
-    from invdiff.core.checkpoint import MODEL_FORMAT, default_model_path, file_sha256, load
+    from invdiff.core.checkpoint import default_model_path, file_sha256, load_model
     from invdiff.io import read_images
     from invdiff.training.classifier import (
         ClassifierConfig,
@@ -63,21 +68,27 @@ def train_classifier(
         build_classifier,
     )
     from invdiff.training.classifier import train_classifier as run
+    from invdiff.training.train import state_path
 
     set_threads(threads)
     check_training(steps, batch_size, lr, ema_decay, ckpt_every, seed)
-    check_net(base, res_blocks)
     mults = parse_ints(mult, "--mult")
+    check_net(base, res_blocks, mults)
     model_path = model or default_model_path()
-    check_output(out, [data, model_path], force, resume)
+    check_state_output(out, state_path(out), [data, model_path], force, resume)
     dev = resolve_device(device)
-    model_cfg = load(model_path, MODEL_FORMAT)["config"]
+    model_cfg = load_model(model_path)[1]  # a model that loads: its SDE and image are sound
     images, labels, attrs = read_images(data)
     if labels is None:
         raise InvdiffError(f"{data} has no /labels; store one integer class per image")
     classes = np.unique(labels)
     if classes.min() < 0 or len(classes) < 2:
         raise InvdiffError(f"/labels in {data} must hold at least two classes >= 0, got {classes}")
+    if classes.max() >= MAX_CLASSES:
+        raise InvdiffError(
+            f"/labels in {data} go up to {classes.max()}; classes are numbered 0, 1, ... and "
+            f"there are at most {MAX_CLASSES}: renumber them"
+        )
     n, c, h, w = images.shape
     image = model_cfg["image"]
     fixed = not image.get("any_size")
@@ -112,6 +123,7 @@ def train_classifier(
         seed=seed,
         paired=paired,
     )
+    check_network_memory(build_classifier, config)
     clf = seeded_build(build_classifier, config, seed)  # initial weights depend on --seed only
     run(images, labels, clf, config, out, tc, device=dev, resume=resume)
     typer.echo(f"wrote {out}")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import warnings
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -94,7 +95,9 @@ def load(path: str | Path, fmt: str, map_location: str | torch.device = "cpu") -
     if not path.is_file():
         raise InvdiffError(f"checkpoint {path} not found; check --model or train one first")
     try:
-        payload = torch.load(path, map_location=map_location, weights_only=True)
+        with warnings.catch_warnings():  # torch's (e.g. on a pickle protocol): a second line
+            warnings.simplefilter("ignore")
+            payload = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:  # noqa: BLE001 - torch raises many types for damaged files
         reason = str(err).strip().splitlines()[0][:120] if str(err).strip() else type(err).__name__
         raise InvdiffError(
@@ -127,6 +130,8 @@ def model_payload(config: dict[str, Any], state_dict: dict[str, torch.Tensor]) -
 
 def build_model(config: dict[str, Any]) -> ScoreModel:
     """Build an untrained ScoreModel from a checkpoint config."""
+    if config["image"]["channels"] != config["net"]["channels"]:
+        raise ValueError("the image channels and the network's channels differ")
     net = build_unet(UNetConfig.from_dict(config["net"]), config["image"]["size"])
     return ScoreModel(
         net,

@@ -95,6 +95,10 @@ def make_patches(
     else:
         raise InvdiffError(f"unknown split {split!r}; use train or test")
     pyramids = [_pyramid(load_photo(m), size) for m in names]
+    for name, levels in zip(names, pyramids, strict=True):
+        if not levels:
+            side = min(load_photo(name).shape[:2])
+            raise InvdiffError(f"--size {size} is larger than photograph {name} ({side} px high)")
     out = np.empty((n, 3, size, size), np.float32)
     which = np.empty(n, np.int64)
     for k in range(n):

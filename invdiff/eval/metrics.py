@@ -34,6 +34,9 @@ SSIM_CONVENTION = MappingProxyType(
 )
 
 
+SSIM_MIN_SIDE = 11  # the side of SSIM's Gaussian window: smaller images have no SSIM
+
+
 def as_batch(images, name: str = "images") -> np.ndarray:
     """Return images as a float64 numpy array of shape (B, C, H, W); accept torch or numpy."""
     if hasattr(images, "detach"):
@@ -66,7 +69,7 @@ def ssim(x, ref) -> np.ndarray:
     Images must be at least 11 x 11 pixels (the Gaussian window).
     """
     a, b = _pair(x, ref)
-    if min(a.shape[2:]) < 11:
+    if min(a.shape[2:]) < SSIM_MIN_SIDE:
         raise ValueError(f"ssim needs images of at least 11 x 11 pixels, got {a.shape[2:]}")
     out = []
     for e, r in zip(a, b, strict=True):
