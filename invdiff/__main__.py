@@ -1,5 +1,5 @@
 """Allow `python -m invdiff` (and `torchrun -m invdiff`)."""
 
-from invdiff.cli import main
+from invdiff._entry import main
 
 main()

@@ -24,6 +24,7 @@ import signal
 import stat
 import subprocess
 import sys
+import time
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
@@ -1056,3 +1057,25 @@ def test_signal_during_sampling(name, tmp_path, tiny_model):
     assert proc.returncode == code, err
     assert out == "" and err == line + "\n", (out, err)
     assert _snapshot(*roots) == before
+
+
+@pytest.mark.parametrize("delay", [0.1, 0.5, 1.0, 2.0])
+def test_sigint_while_the_command_line_starts(delay, tmp_path, tiny_model):
+    """Ctrl-C during start-up (importing torch takes seconds) is one line and exit 130 too, at
+    whatever point it lands (the fresh fuzz found a KeyboardInterrupt or RecursionError
+    traceback when it landed inside an import)."""
+    _h5(tmp_path / "in.h5", IMAGE)
+    before = _snapshot(tmp_path)
+    args = [_resolve(a, tmp_path, tiny_model) for a in [*SAMPLE, *LONG]]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "invdiff", *args]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        time.sleep(delay)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, err
+    assert out == "" and err == "Interrupted.\n", (out, err)
+    assert _snapshot(tmp_path) == before
