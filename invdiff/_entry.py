@@ -14,8 +14,10 @@ def _interrupted_while_starting(signum, frame) -> None:
 
 
 def main() -> None:
-    signal.signal(signal.SIGINT, _interrupted_while_starting)
+    previous = signal.getsignal(signal.SIGINT)
+    if previous is not signal.SIG_IGN:  # a background job's ignored SIGINT stays ignored
+        signal.signal(signal.SIGINT, _interrupted_while_starting)
     from invdiff.cli import main as cli_main
 
-    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGINT, previous)
     cli_main()

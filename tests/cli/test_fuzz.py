@@ -1039,6 +1039,12 @@ SIGNALS = {
 }
 
 
+def _ctrl_c() -> None:
+    """In the child: SIGINT delivered as at a terminal, even when this test runs in a background
+    job (where the shell starts every process with SIGINT ignored)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @pytest.mark.parametrize("name", list(SIGNALS))
 def test_signal_during_sampling(name, tmp_path, tiny_model):
     sig, args, code, line = SIGNALS[name]
@@ -1047,7 +1053,9 @@ def test_signal_during_sampling(name, tmp_path, tiny_model):
     before = _snapshot(*roots)
     cmd = [sys.executable, "-c", WRAPPER, *[_resolve(a, tmp_path, tiny_model) for a in args]]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, preexec_fn=_ctrl_c
+    )
     try:
         assert proc.stdout.readline() == "SAMPLING\n", proc.stderr.read()
         proc.send_signal(sig)
@@ -1069,7 +1077,9 @@ def test_sigint_while_the_command_line_starts(delay, tmp_path, tiny_model):
     args = [_resolve(a, tmp_path, tiny_model) for a in [*SAMPLE, *LONG]]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "invdiff", *args]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, preexec_fn=_ctrl_c
+    )
     try:
         time.sleep(delay)
         proc.send_signal(signal.SIGINT)
