@@ -108,6 +108,15 @@ def _open(path: str | Path) -> Iterator[Any]:
             ) from None
 
 
+def read_array(path: str | Path, name: str, kinds: str = "biuf") -> np.ndarray:
+    """Read one dataset of an HDF5 file with the checks every reader here makes (the file, the
+    dataset's kind, size and memory); e.g. an operator's mask stored in its own file."""
+    with _open(path) as f:
+        if name not in f:
+            raise InvdiffError(f"{path} has no dataset /{name}; found {list(f)}")
+        return _array(f, name, Path(path), kinds)
+
+
 def read_images(path: str | Path) -> tuple[np.ndarray, np.ndarray | None, dict[str, Any]]:
     """Read ``/images`` as float32 N x C x H x W, the optional ``/labels`` and the attributes."""
     with _open(path) as f:

@@ -130,21 +130,16 @@ def load_mask(path: str, size: tuple[int, int]) -> Tensor:
         raise InvdiffError(f"masking: --mask file needs --path to an existing file, got {path!r}")
     if p.suffix not in (".npy", ".h5", ".hdf5"):
         raise InvdiffError(f"masking: mask file must end in .npy, .h5 or .hdf5, got {path!r}")
-    try:
-        if p.suffix == ".npy":
-            arr = np.load(p)
-        else:
-            import h5py
+    if p.suffix != ".npy":
+        from invdiff.io import read_array
 
-            with h5py.File(p, "r") as f:
-                if not isinstance(f.get("mask"), h5py.Dataset):
-                    raise InvdiffError(f"masking: {path} has no dataset 'mask'; found {list(f)}")
-                arr = f["mask"][()]
-    except InvdiffError:
-        raise
-    except (OSError, ValueError, KeyError) as err:  # not .npy / HDF5, pickled objects, damaged
-        first = (str(err).strip().splitlines() or [type(err).__name__])[0][:100]
-        raise InvdiffError(f"masking: cannot read the mask in {path} ({first})") from None
+        arr = read_array(p, "mask")
+    else:
+        try:
+            arr = np.load(p)  # refuses pickled objects
+        except (OSError, ValueError) as err:  # not .npy, pickled objects, damaged
+            first = (str(err).strip().splitlines() or [type(err).__name__])[0][:100]
+            raise InvdiffError(f"masking: cannot read the mask in {path} ({first})") from None
     arr = np.asarray(arr)
     if arr.dtype.kind not in "biuf" or not np.isfinite(arr).all():
         raise InvdiffError(

@@ -14,6 +14,7 @@ from invdiff.atomic import atomic_path
 from invdiff.errors import InvdiffError
 from invdiff.io import (
     SolveOutput,
+    read_array,
     read_images,
     read_solve_input,
     write_datasets,
@@ -167,3 +168,15 @@ def test_solve_output_layout_reads_back_as_a_solve_input(tmp_path):
     one.write(tmp_path / "one.h5")
     with h5py.File(tmp_path / "one.h5") as f:
         assert set(f) == {"reconstruction", "samples", "baseline", "measurement"}  # no std: K = 1
+
+
+def test_read_array_reads_one_dataset_with_the_shared_checks(tmp_path):
+    path = tmp_path / "m.h5"
+    with h5py.File(path, "w") as f:
+        f["mask"] = np.eye(4, dtype=bool)
+        f.create_group("group")
+        f["text"] = "abc"
+    assert read_array(path, "mask").dtype == bool and read_array(path, "mask").sum() == 4
+    for name, says in (("group", "is a group"), ("text", "not numbers"), ("nothing", "no dataset")):
+        with pytest.raises(InvdiffError, match=says):
+            read_array(path, name)
