@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import signal
 from collections.abc import Callable, Iterator
 from typing import Annotated, Any
 
 import typer
 from typer.core import TyperCommand, TyperGroup
 
+from invdiff._entry import interrupted_while_starting
 from invdiff.errors import InvdiffError
 from invdiff.plugins import Registry
 
@@ -52,6 +54,7 @@ def user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        _python_sigint()
         try:
             return fn(*args, **kwargs)
         except InvdiffError as err:
@@ -65,6 +68,14 @@ def user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
+def _python_sigint() -> None:
+    """Put Python's KeyboardInterrupt back in place of the console script's start-up handler
+    (invdiff/_entry.py), which covers importing and option parsing: typer turns a Ctrl-C there
+    into a silent exit 130. An ignored SIGINT (a background job) stays ignored."""
+    if signal.getsignal(signal.SIGINT) is interrupted_while_starting:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
 def _terminate(signum: int, frame: Any) -> None:
     raise Terminated()
 
@@ -72,8 +83,6 @@ def _terminate(signum: int, frame: Any) -> None:
 def handle_sigterm() -> None:
     """Turn SIGTERM into :class:`Terminated` so that temporaries are removed and the command
     ends with one line (the console script installs it; tests run commands in-process)."""
-    import signal
-
     signal.signal(signal.SIGTERM, _terminate)
 
 

@@ -1089,3 +1089,19 @@ def test_sigint_while_the_command_line_starts(delay, tmp_path, tiny_model):
     assert proc.returncode == 130, err
     assert out == "" and err == "Interrupted.\n", (out, err)
     assert _snapshot(tmp_path) == before
+
+
+def test_the_start_up_sigint_handler_lasts_until_the_command_starts():
+    """Typer turns a KeyboardInterrupt raised while it parses the options into a silent exit 130
+    (CI once saw exit 130 and no message, SIGINT 2 s after start): the console script's start-up
+    handler stays through parsing, and a command puts Python's back when its body starts."""
+    from invdiff._entry import interrupted_while_starting
+    from invdiff.cli._common import user_errors
+
+    seen = []
+    previous = signal.signal(signal.SIGINT, interrupted_while_starting)
+    try:
+        user_errors(lambda: seen.append(signal.getsignal(signal.SIGINT)))()
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    assert seen == [signal.default_int_handler]
