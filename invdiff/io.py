@@ -44,11 +44,15 @@ def _array(f, name: str, path: Path, kinds: str = "fiu") -> np.ndarray:
             f"{label} in {path} is {gib:.0f} GiB (shape {obj.shape}), more than invdiff reads at "
             f"once ({MAX_GIB} GiB); split it into several files"
         )
+    # The array and at least one copy of it, at least float32 (the readers convert, the checks
+    # copy): 5 bytes a value for uint8 data, which a check of 2 bytes let through to a traceback.
+    need = gib + obj.size * max(obj.dtype.itemsize, 4) / 2**30
     available = _available_gib()
-    if 2 * gib > available:  # the array and at least one copy of it (float32, checks)
+    if need > available:
         raise InvdiffError(
-            f"{label} in {path} is {gib:.1f} GiB (shape {obj.shape}), more than half of the "
-            f"memory available ({available:.1f} GiB); split it into several files"
+            f"{label} in {path} is {gib:.1f} GiB (shape {obj.shape}), {need:.1f} GiB once read "
+            f"and converted, more than the memory available ({available:.1f} GiB); split it "
+            "into several files"
         )
     try:
         return np.asarray(obj[...])

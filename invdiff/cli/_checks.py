@@ -4,6 +4,7 @@ place per rule, each failing with a one-line error that names the option and the
 from __future__ import annotations
 
 import math
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -150,7 +151,7 @@ def check_output(
 ) -> None:
     """Refuse an output that is one of the inputs, or not a regular file (a folder, a device),
     or that exists (unless --force, or --resume for commands that have it: ``resume`` not None),
-    or whose folder is missing: before any long computation."""
+    or whose folder is missing, not a folder or not writable: before any long computation."""
     out = Path(out)
     for src in inputs:
         if Path(src).exists() and out.exists() and out.resolve() == Path(src).resolve():
@@ -163,6 +164,16 @@ def check_output(
         raise InvdiffError(
             f"folder {out.parent} does not exist; create it or choose another {option}"
         )
+    if not out.parent.is_dir():
+        raise InvdiffError(f"{out.parent} is not a folder; choose another {option}")
+    try:  # the folder takes a new file (permissions, a read-only disk, /proc)
+        with tempfile.TemporaryFile(dir=out.parent):
+            pass
+    except OSError as err:
+        reason = err.strerror or type(err).__name__
+        raise InvdiffError(
+            f"cannot write in folder {out.parent} ({reason}); choose another {option}"
+        ) from None
     if out.exists() and not (force or resume):
         other = f"choose another {option}" if resume is None else "--resume to continue"
         raise InvdiffError(f"{out} exists; pass --force to overwrite it or {other}")

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import re
 from pathlib import Path
 
@@ -38,6 +37,7 @@ from invdiff.cli._common import (
     load_registry,
     resolve_device,
     set_threads,
+    torchrun_ranks,
     user_errors,
 )
 from invdiff.cli._options import operator_help, parse_extra
@@ -145,11 +145,11 @@ def solve(
     options = _knobs(strategy, {**given, "predictor": predictor})
     model_path = resolve_model(model)
     outputs = _outputs(inputs, out, png, force, model_path)
-    rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+    rank, world, local_rank = torchrun_ranks()
     set_threads(threads)
     dev = resolve_device(device)
     if world > 1 and dev.startswith("cuda"):
-        dev = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
+        dev = f"cuda:{local_rank}"
     score_model, config = load_model(model_path, dev)
     job = SolveJob(registry, specs, score_model, config, model_path, dev, clip, image_size)
     mine = list(zip(inputs, outputs, strict=True))[rank::world]  # torchrun: round-robin

@@ -25,6 +25,7 @@ from invdiff.cli._common import (
     resolve_device,
     seeded_build,
     set_threads,
+    torchrun_ranks,
     user_errors,
 )
 from invdiff.errors import InvdiffError
@@ -90,6 +91,7 @@ def train(
 
     set_threads(threads)
     _check_options(locals())
+    torchrun_ranks()  # torchrun's environment, read again by the training loop
     check_state_output(out, state_path(out), list(data), force, resume)
     dev = resolve_device(device)
     images, attrs = _read_all(data)

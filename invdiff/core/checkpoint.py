@@ -149,6 +149,11 @@ def load_model(
     payload = load(path, MODEL_FORMAT, map_location=device)
     config = payload["config"]
     try:
+        image = config["image"]  # a hand-edited size or channels of 0 would fail much later
+        if not all(
+            isinstance(image[k], int) and 1 <= image[k] <= 8192 for k in ("channels", "size")
+        ):
+            raise ValueError(f"image channels and size must be integers in [1, 8192], got {image}")
         model = build_model(config)
         model.net.load_state_dict(payload["state_dict"], strict=True)
     except (KeyError, TypeError, ValueError, RuntimeError) as err:

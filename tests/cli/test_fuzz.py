@@ -273,6 +273,8 @@ def _config(**change):
 NAN_MODEL = ("MODEL", _nan_weights)  # the tiny model changed, its checksum dropped
 NO_CHANNELS = ("MODEL", _config(image={"channels": 0}))
 BAD_SDE = ("MODEL", _config(sde={"name": "magic"}))
+ZERO_CHANNELS = ("MODEL", _config(image={"channels": 0}, net={"channels": 0}))  # torch warned
+ZERO_SIZE = ("MODEL", _config(image={"size": 0}))  # sample: a traceback from inside the network
 TWO_DIRS = {"a/in.h5": IMAGE, "b/in.h5": IMAGE, "outs": "DIR"}
 OTHER_SOLVE = ["--operator", "masking", "--simulate", "@t/a/in.h5", "@t/b/in.h5", "-o", "@t/outs"]
 # Per command: its command line and files, then (case, more arguments, word, more files).
@@ -282,11 +284,14 @@ PATH_GROUPS: dict[str, tuple[list[str], dict, list[tuple[str, list[str], str, di
         IMAGE_FILE,
         [
             ("out folder missing", ["-o", "@t/no/o.h5"], "does not exist", {}),
+            ("out in a file, not a folder", ["-o", "@t/in.h5/o.h5"], "not a folder", {}),
+            ("out folder not writable", ["-o", "/proc/o.h5"], "cannot write", {}),
             ("out is the input", ["-o", "@t/in.h5", "--force"], "input", {}),
             ("out exists", ["-o", "@t/x.h5"], "--force", {"x.h5": EXISTING}),
             ("out is a fifo", ["-o", "@t/f", "--force"], "regular file", {"f": "FIFO"}),
             ("png exists", ["--png", "@t/p.png"], "--force", {"p.png": EXISTING}),
             ("png folder missing", ["--png", "@t/no/p.png"], "does not exist", {}),
+            ("png in a file, not a folder", ["--png", "@t/in.h5/p.png"], "not a folder", {}),
             ("png is the input", ["--png", "@t/in.h5", "--force"], "input", {}),
             ("png is out", ["--png", "@t/o.h5"], "--png", {}),
             ("png is a folder", ["--png", "@t/d", "--force"], "regular file", {"d": "DIR"}),
@@ -353,12 +358,20 @@ PATH_GROUPS: dict[str, tuple[list[str], dict, list[tuple[str, list[str], str, di
         {},
         [
             ("out folder missing", ["-o", "@t/no/s.h5"], "does not exist", {}),
+            ("out in a file, not a folder", ["-o", "@t/f/s.h5"], "not a folder", {"f": EXISTING}),
+            ("out folder not writable", ["-o", "/proc/s.h5"], "cannot write", {}),
             ("out is the model", ["-o", "@model", "--force"], "input", {}),
             ("out is a folder", ["-o", "@t/d", "--force"], "regular file", {"d": "DIR"}),
             ("out is a fifo", ["-o", "@t/f", "--force"], "regular file", {"f": "FIFO"}),
             ("out is /dev/full", ["-o", "/dev/full"], "regular file", {}),
             ("out exists", ["-o", "@t/x.h5"], "--force", {"x.h5": EXISTING}),
             ("png folder missing", ["--png", "@t/no/p.png"], "does not exist", {}),
+            (
+                "png in a file, not a folder",
+                ["--png", "@t/f/p.png"],
+                "not a folder",
+                {"f": EXISTING},
+            ),
             ("png is out", ["--png", "@t/s.h5"], "--png", {}),
             ("png is the model", ["--png", "@model", "--force"], "input", {}),
             ("model truncated", ["--model", "@t/m.pt"], "corrupt", {"m.pt": "TRUNCATED_MODEL"}),
@@ -381,6 +394,8 @@ PATH_GROUPS: dict[str, tuple[list[str], dict, list[tuple[str, list[str], str, di
                 "architecture",
                 {"m.pt": NO_CHANNELS},
             ),
+            ("model of no channels", ["--model", "@t/m.pt"], "channels", {"m.pt": ZERO_CHANNELS}),
+            ("model of 0 x 0 images", ["--model", "@t/m.pt"], "size", {"m.pt": ZERO_SIZE}),
         ],
     ),
     "train": (
@@ -391,6 +406,7 @@ PATH_GROUPS: dict[str, tuple[list[str], dict, list[tuple[str, list[str], str, di
             ("data is a folder", ["@t/d"], "folder", {"d": "DIR"}),
             ("out is the data", ["-o", "@t/train.h5", "--force"], "input", {}),
             ("out folder missing", ["-o", "@t/no/m.pt"], "does not exist", {}),
+            ("out in a file, not a folder", ["-o", "@t/train.h5/m.pt"], "not a folder", {}),
             ("out is a folder", ["-o", "@t/d", "--force"], "regular file", {"d": "DIR"}),
             ("out exists", ["-o", "@t/x.pt"], "--force", {"x.pt": EXISTING}),
             ("files of two sizes", ["@t/big.h5"], "different image shapes", {"big.h5": BIG}),
@@ -407,6 +423,8 @@ PATH_GROUPS: dict[str, tuple[list[str], dict, list[tuple[str, list[str], str, di
         {"train.h5": TRAIN},
         [
             ("out is the model", ["-o", "@model", "--force"], "input", {}),
+            ("out in a file, not a folder", ["-o", "@t/train.h5/c.pt"], "not a folder", {}),
+            ("model of 0 x 0 images", ["--model", "@t/m.pt"], "size", {"m.pt": ZERO_SIZE}),
             ("model missing", ["--model", "@t/none.pt"], "not found", {}),
             ("model of an unknown SDE", ["--model", "@t/m.pt"], "SDE", {"m.pt": BAD_SDE}),
             ("state exists", [], "--force", {"c.pt.train": EXISTING}),
@@ -418,6 +436,8 @@ PATH_GROUPS: dict[str, tuple[list[str], dict, list[tuple[str, list[str], str, di
         {},
         [
             ("out folder missing", ["@t/no/d.h5"], "does not exist", {}),
+            ("out in a file, not a folder", ["@t/f/d.h5"], "not a folder", {"f": EXISTING}),
+            ("out folder not writable", ["/proc/d.h5"], "cannot write", {}),
             ("out is a folder", ["@t/d", "--force"], "regular file", {"d": "DIR"}),
             ("out is a fifo", ["@t/f", "--force"], "regular file", {"f": "FIFO"}),
             ("out exists", ["@t/x.h5"], "--force", {"x.h5": EXISTING}),
@@ -796,6 +816,26 @@ def test_unreadable_input(tmp_path, tiny_model, monkeypatch):
         src.chmod(0o644)
 
 
+TORCHRUN = {  # torchrun's variables set by hand: a traceback, or exit 0 having done nothing
+    "RANK not a number": {"RANK": "x", "WORLD_SIZE": "2"},
+    "WORLD_SIZE 0": {"WORLD_SIZE": "0"},
+    "WORLD_SIZE -1": {"WORLD_SIZE": "-1"},
+    "RANK past WORLD_SIZE": {"RANK": "5", "WORLD_SIZE": "2"},
+}
+
+
+@pytest.mark.parametrize("name", list(TORCHRUN))
+@pytest.mark.parametrize("command", ["solve", "train"])
+def test_torchrun_environment(command, name, tmp_path, tiny_model, monkeypatch):
+    for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
+        monkeypatch.delenv(key, raising=False)
+    for key, value in TORCHRUN[name].items():
+        monkeypatch.setenv(key, value)
+    args = SIMULATE if command == "solve" else TRAIN_ARGS
+    files = {"in.h5": IMAGE, "train.h5": TRAIN}
+    run_case(Case(name, args, ("WORLD_SIZE", "torchrun"), files), tmp_path, tiny_model)
+
+
 def test_dataset_beyond_the_available_memory(tmp_path, tiny_model, monkeypatch):
     """A dataset under the 16 GiB cap that the machine cannot hold twice is refused before it is
     read (a 15 GiB /image was killed by the kernel's OOM killer, with no message)."""
@@ -803,6 +843,19 @@ def test_dataset_beyond_the_available_memory(tmp_path, tiny_model, monkeypatch):
 
     case = Case("memory", SIMULATE, ("memory available",), IMAGE_FILE)
     fault = lambda: monkeypatch.setattr(invdiff_io, "_available_gib", lambda: 1e-6)  # noqa: E731
+    run_case(case, tmp_path, tiny_model, fault)
+
+
+def test_uint8_data_is_counted_as_float32(tmp_path, tiny_model, monkeypatch):
+    """uint8 images take 4 bytes a value once converted to float32: a 6 GiB uint8 /images passed
+    the memory check (twice its bytes) on a 20 GiB machine, then the conversion was a MemoryError
+    traceback."""
+    from invdiff import io as invdiff_io
+
+    images = (IMAGES * 255).astype(np.uint8)
+    available = 3 * images.size / 2**30  # twice the file's bytes fit, a float32 copy does not
+    case = Case("uint8", TRAIN_ARGS, ("memory available",), {"train.h5": {"images": images}})
+    fault = lambda: monkeypatch.setattr(invdiff_io, "_available_gib", lambda: available)  # noqa: E731
     run_case(case, tmp_path, tiny_model, fault)
 
 
