@@ -28,10 +28,11 @@ default); tests/benchmarks/test_datasets.py checks two of them. The noise is tor
 draw, the same on x86 CPUs with AVX2 (ATen's vectorised kernel) but another one without AVX2 or off
 x86: there the four noisy CT files differ (``--check`` names their /measurement).
 
-The files behind the first SHA256SUMS (commit b88686a to 8e73376: float32 maths, on a CPU where
-MKL took its pre-AVX2 kernels), on which benchmarks/results/harness.json and harness_200nfe.json
-were run, are what this script of commit 8e73376 writes under ``MKL_CBWR=COMPATIBLE``; their CT
-and MRI measurements differ from the present ones by at most 4e-7 of the largest entry.
+The files behind the first SHA256SUMS (commit b88686a to 8e73376: float32 maths, on a CPU where MKL
+took its pre-AVX2 kernels), on which benchmarks/results/harness_200nfe.json (and harness.json until
+its re-run of 2026-12-02 on the present files) were run, are what this script of commit 8e73376
+writes under ``MKL_CBWR=COMPATIBLE``; their CT and MRI measurements differ from the present ones by
+at most 4e-7 of the largest entry.
 
 Checksums. ``data/SHA256SUMS`` holds, for the default configuration (64 x 64, 16 validation and 32
 test images), the SHA-256 of every file (``sha256sum -c`` format) and, on ``#`` lines that

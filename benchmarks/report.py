@@ -26,7 +26,7 @@ CURRENT = (
     "engine",
     "operators",
     "baselines",
-    "harness_200nfe",
+    "harness",
     "samples",
     "classifier_heldout",
     "colorization",

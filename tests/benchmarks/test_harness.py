@@ -86,20 +86,24 @@ def test_committed_checksums_list_every_task():
 def test_report_assembles_results(tmp_path):
     results = tmp_path / "benchmarks" / "results"
     results.mkdir(parents=True)
-    (results / "harness_200nfe.md").write_text("# Harness\n\n![fig](harness_ct23.png)\n")
+    (results / "harness.md").write_text("# Harness\n\n![fig](harness_ct23.png)\n")
     (results / "operators.md").write_text("# Operators\n\n| a |\n")
-    (results / "harness.md").write_text("# Old harness run\n")
+    (results / "harness_200nfe.md").write_text("# Old harness run\n")
     (results / "harness_tiny.md").write_text("# Tiny\n")
     text = report.assemble(results, tmp_path)
     assert text.index("## Operators") < text.index("## Harness")
     assert "](benchmarks/results/harness_ct23.png)" in text and "Tiny" not in text
-    assert "Old harness run" not in text and "[harness](benchmarks/results/harness.md)" in text
+    assert (
+        "Old harness run" not in text
+        and "[harness_200nfe](benchmarks/results/harness_200nfe.md)" in text
+    )
 
 
 def test_render_reproduces_the_committed_markdown():
     results = datasets.DATA.parent / "results"
-    data = json.loads((results / "harness_200nfe.json").read_text())
-    assert markdown(data) == (results / "harness_200nfe.md").read_text()
+    for name in ("harness", "harness_200nfe"):
+        data = json.loads((results / f"{name}.json").read_text())
+        assert markdown(data) == (results / f"{name}.md").read_text(), name
 
 
 def test_parse_returns_the_results_folder_without_rebinding_a_global(tmp_path):
