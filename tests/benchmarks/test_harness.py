@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 
 from benchmarks import datasets, harness, report
 from benchmarks.harness_config import tiny_config, tiny_model
@@ -114,3 +115,32 @@ def test_parse_returns_the_results_folder_without_rebinding_a_global(tmp_path):
     assert results == tmp_path and common.RESULTS == before and render is None
     assert cfg.name == "harness_tiny" and command.endswith(f"--tiny --out {tmp_path}")
     assert harness.parse([])[3] == common.RESULTS
+
+
+def test_harness_and_cli_give_bit_identical_samples(tiny_model, tmp_path):
+    """The harness's sampling and `invdiff solve` are one computation (issue 16): the same
+    measurement, model, strategy, options and seed give the same samples, bit for bit."""
+    import h5py
+    import numpy as np
+
+    from invdiff.core.checkpoint import load_model
+    from invdiff.core.score import data_range_prior
+    from invdiff.plugins import build_registry, make_plugin_manager
+    from tests._cli_helpers import invoke
+
+    truth = np.random.default_rng(1).uniform(size=(3, 1, 16, 16)).astype(np.float32)
+    with h5py.File(tmp_path / "in.h5", "w") as f:
+        f["image"] = truth
+    out = tmp_path / "out.h5"
+    args = ["--operator", "mri", "--acceleration", "4", "--simulate", str(tmp_path / "in.h5")]
+    opts = ["--steps", "4", "--samples", "2", "--seed", "0", "--no-progress"]
+    r = invoke("solve", *args, "--model", tiny_model, "--out", out, *opts)
+    assert r.exit_code == 0, r.output
+    with h5py.File(out) as f:
+        cli, y = f["samples"][:], torch.as_tensor(f["measurement"][:])
+    model, config = load_model(tiny_model)
+    op = build_registry(make_plugin_manager())["mri"].create((1, 16, 16), acceleration=4)
+    cfg = dataclasses.replace(tiny_config(), samples=2, batch=3)
+    prior = data_range_prior(model, config, clip=True)  # the solve default
+    run = sample(cfg, prior, op, y, "diffpir", {"steps": 4})
+    np.testing.assert_array_equal(run["samples"].transpose(0, 1).numpy(), cli)
