@@ -4,11 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from invdiff.cli._common import (
-    Command,
-    Group,
-    handle_sigterm,
-)
+from invdiff.cli._common import Command, Group, handle_sigterm
 
 app = typer.Typer(
     name="invdiff",

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import typer
 
+from invdiff import torchrun
 from invdiff.cli._checks import (
     check_image_size,
     check_memory,
@@ -37,7 +38,6 @@ from invdiff.cli._common import (
     load_registry,
     resolve_device,
     set_threads,
-    torchrun_ranks,
     user_errors,
 )
 from invdiff.cli._options import operator_help, parse_extra
@@ -145,7 +145,7 @@ def solve(
     options = _knobs(strategy, {**given, "predictor": predictor})
     model_path = resolve_model(model)
     outputs = _outputs(inputs, out, png, force, model_path)
-    rank, world, local_rank = torchrun_ranks()
+    rank, world, local_rank = torchrun.ranks()
     set_threads(threads)
     dev = resolve_device(device)
     if world > 1 and dev.startswith("cuda"):

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import typer
 
+from invdiff import torchrun
 from invdiff.cli._checks import (
     check_net,
     check_network_memory,
@@ -25,7 +26,6 @@ from invdiff.cli._common import (
     resolve_device,
     seeded_build,
     set_threads,
-    torchrun_ranks,
     user_errors,
 )
 from invdiff.errors import InvdiffError
@@ -91,7 +91,7 @@ def train(
 
     set_threads(threads)
     _check_options(locals())
-    torchrun_ranks()  # torchrun's environment, read again by the training loop
+    torchrun.ranks()  # before reading the data; the training loop reads the same
     check_state_output(out, state_path(out), list(data), force, resume)
     dev = resolve_device(device)
     images, attrs = _read_all(data)

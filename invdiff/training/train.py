@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -25,6 +24,7 @@ import torch
 from torch import Tensor
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
+from invdiff import torchrun
 from invdiff.core import checkpoint as ckpt
 from invdiff.core.score import ScoreModel
 from invdiff.core.sde import SDE, bc
@@ -122,13 +122,13 @@ def draw_batch(
     return x0, t.float(), z
 
 
-def _dist() -> tuple[int, int]:
-    """Return (rank, world size), initialising torch.distributed under torchrun."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
+def _dist() -> tuple[int, int, int]:
+    """Return (rank, world size, local rank), initialising torch.distributed under torchrun."""
+    _, world, local = torchrun.ranks()
     if world > 1 and not torch.distributed.is_initialized():
         backend = "nccl" if torch.cuda.is_available() else "gloo"
         torch.distributed.init_process_group(backend)
-    return (torch.distributed.get_rank() if world > 1 else 0), world
+    return (torch.distributed.get_rank() if world > 1 else 0), world, local
 
 
 def _check_resume(
@@ -182,11 +182,11 @@ def train(
     """
     if weights not in ("ema", "raw"):
         raise InvdiffError(f"--weights must be ema or raw, got {weights!r}")
-    rank, world = _dist()
+    rank, world, local_rank = _dist()
     if tc.batch_size % world:
         raise InvdiffError(f"--batch-size {tc.batch_size} must be divisible by {world} processes")
     if world > 1 and torch.cuda.is_available():
-        device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
+        device = f"cuda:{local_rank}"
     model = model.to(device)
     ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(tc.ema_decay), use_buffers=True)
     opt = torch.optim.Adam(model.parameters(), lr=tc.lr)
