@@ -20,6 +20,7 @@ RESULTS = Path(__file__).resolve().parent / "results"
 #: The newest run of each benchmark, in report order (file stems in benchmarks/results/).
 CURRENT = (
     "ood",
+    "default",
     "deepinv",
     "scaling",
     "network",
@@ -86,12 +87,25 @@ def summary(results: Path) -> str:
                     f"{own[0]['psnr']:.2f} (diffpir) | DeepInverse DiffPIR, same prior, best "
                     f"variant: {best['psnr']:.2f} ({best.get('variant', '')}, {best['physics']}) |"
                 )
+    default = results / "default.json"
+    if default.exists():
+        rep = json.loads(default.read_text())
+        for task, v in rep["tasks"].items():
+            best = max((lab for lab in v if lab.startswith("200 NFE")), key=lambda k: v[k]["psnr"])
+            rows.append(
+                f"| phantom {task}, default solve ({rep['nfe']['default']} NFE, PSNR dB) | "
+                f"{v['default']['psnr']:.2f} | best 200-NFE setting ({best}): "
+                f"{v[best]['psnr']:.2f} |"
+            )
     scaling = results / "scaling.json"
     if scaling.exists():
-        for r in json.loads(scaling.read_text())["rows"]:
+        rep = json.loads(scaling.read_text())
+        threads = rep["args"]["threads"]
+        for r in rep["rows"]:
             if r["batch"] == 1:
                 rows.append(
-                    f"| seconds per sample, {r['size']} px, one thread | "
+                    f"| seconds per sample, {r['size']} px, {threads} thread(s), "
+                    f"{r['nfe_per_sample']} NFE | "
                     f"{r['seconds_per_sample']:.1f} | peak RSS {r['peak_rss_mib']:.0f} MiB |"
                 )
     if not rows:

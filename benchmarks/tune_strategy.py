@@ -1,8 +1,11 @@
-"""Choose a strategy's knobs on the out-of-distribution suite's VALIDATION images only.
+"""Choose a strategy's knobs on VALIDATION images only.
 
-For each task and every combination of the given knob values, the validation images of
-``bench_ood.VAL`` are measured as in the suite and reconstructed; the mean PSNR of the posterior
-mean is reported per task and averaged over tasks. Test images are never touched.
+For each task and every combination of the given knob values, validation images are measured
+and reconstructed; the mean PSNR of the posterior mean is reported per task and averaged over
+tasks. Two validation sets: ``--images ood`` (default) the out-of-distribution suite's
+``bench_ood.VAL`` images at ``--size``, measured as in the suite; ``--images phantoms`` the first
+``--n-images`` validation phantoms of the harness's tasks (benchmarks/datasets.py, seed 1, 64 px),
+with the harness's measurements and likelihood. Test images are never touched.
 
     python benchmarks/tune_strategy.py --model general --size 64 --steps 49 99 --lam 1 7 30 \
         --zeta 0.3 1 --samples 2 --threads 1
@@ -29,12 +32,39 @@ import torch  # noqa: E402
 if not __package__:  # run by path: import benchmarks as a package, not its modules
     sys.path[0] = str(Path(__file__).resolve().parents[1])
 
-from benchmarks import bench_ood, ood_images  # noqa: E402
+from benchmarks import bench_ood, harness_tasks, ood_images  # noqa: E402
 from benchmarks.common import machine, write_results  # noqa: E402
+from benchmarks.harness_config import Config  # noqa: E402
 from invdiff.core.checkpoint import load_model, resolve_model  # noqa: E402
 from invdiff.eval.metrics import psnr  # noqa: E402
 from invdiff.guidance import strategy_options  # noqa: E402
 from invdiff.plugins import build_registry, make_plugin_manager  # noqa: E402
+
+
+def ood_problems(args, config) -> dict:
+    """Return {task: (operator, measurements, truths)} on the suite's validation images."""
+    for img in bench_ood.VAL:
+        ood_images.check_heldout(img, config)
+    truths = torch.as_tensor(np.concatenate([ood_images.load(n, args.size) for n in bench_ood.VAL]))
+    registry = build_registry(make_plugin_manager())
+    out = {}
+    for task in args.tasks:
+        name, params = bench_ood.TASKS[task]
+        op = registry[name].create((1, args.size, args.size), **params)
+        out[task] = (op, bench_ood.measure(op, truths, args.seed), truths)
+    return out
+
+
+def phantom_problems(args, config) -> dict:
+    """Return {task: (operator, measurements, truths)} on the harness's validation phantoms, with
+    the harness's likelihood (the measurement's noise_std, or the nominal 0.01 when noiseless)."""
+    data, _ = harness_tasks.load_data(Config(tasks=list(args.tasks)))
+    out = {}
+    for task in args.tasks:
+        val = data[task]["val"]
+        op = harness_tasks.solver_op(val, val["op"].noise_std or harness_tasks.DIFFPIR_NOMINAL_STD)
+        out[task] = (op, val["y"][: args.n_images], val["truth"][: args.n_images])
+    return out
 
 
 def main() -> None:
@@ -42,6 +72,8 @@ def main() -> None:
     ap.add_argument("--model", default="general")
     ap.add_argument("--strategy", default="diffpir")
     ap.add_argument("--size", type=int, default=64)
+    ap.add_argument("--images", choices=("ood", "phantoms"), default="ood")
+    ap.add_argument("--n-images", type=int, default=8, help="--images phantoms: how many")
     ap.add_argument("--tasks", nargs="*", default=list(bench_ood.TASKS))
     ap.add_argument("--steps", type=int, nargs="*", default=[49])
     ap.add_argument("--lam", type=float, nargs="*", default=[7.0])
@@ -61,10 +93,7 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     model, config = load_model(resolve_model(args.model))
-    registry = build_registry(make_plugin_manager())
-    for img in bench_ood.VAL:
-        ood_images.check_heldout(img, config)
-    truths = torch.as_tensor(np.concatenate([ood_images.load(n, args.size) for n in bench_ood.VAL]))
+    problems = (phantom_problems if args.images == "phantoms" else ood_problems)(args, config)
     rows, t0 = [], time.perf_counter()
     grid = itertools.product(args.steps, args.lam, args.zeta, args.sigma_start)
     configs = args.config or [
@@ -74,20 +103,22 @@ def main() -> None:
     for config_ in configs:
         args.options = {**knobs, **config_}
         row = dict(args.options)
-        for task in args.tasks:
-            name, params = bench_ood.TASKS[task]
-            op = registry[name].create((1, args.size, args.size), **params)
-            ys = bench_ood.measure(op, truths, args.seed)
+        for task, (op, ys, truths) in problems.items():
             samples, secs, nfe = bench_ood.invdiff_rows(model, config, op, ys, args)
             row["nfe"] = nfe
             row[task] = float(psnr(samples.mean(1), truths.numpy()).mean())
         row["mean"] = float(np.mean([row[t] for t in args.tasks]))
         rows.append(row)
         print(row, flush=True)
+    images = (
+        f"the first {args.n_images} validation phantoms (seed 1) of each harness task"
+        if args.images == "phantoms"
+        else f"{', '.join(bench_ood.VAL)} at {args.size} px"
+    )
     report = {
         "args": {k: v for k, v in vars(args).items() if k != "options"},
         "model_steps": int(config.get("training", {}).get("steps_done", -1)),
-        "validation_images": list(bench_ood.VAL),
+        "validation_images": images,
         "command": "python benchmarks/tune_strategy.py " + " ".join(sys.argv[1:]),
         "machine": machine(args.threads),
         "wall_minutes": (time.perf_counter() - t0) / 60,
@@ -97,7 +128,7 @@ def main() -> None:
         "# Strategy knobs on the validation images",
         "",
         f"Model `{args.model}` ({report['model_steps']} steps), {args.strategy}, "
-        f"{args.size} px, validation images {', '.join(bench_ood.VAL)}, mean of {args.samples} "
+        f"validation images: {images}; mean of {args.samples} "
         f"samples; mean PSNR (dB) of the posterior mean. Command: `{report['command']}`, "
         f"{report['wall_minutes']:.1f} min.",
         "",

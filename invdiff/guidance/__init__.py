@@ -44,7 +44,7 @@ replacement        Song et al. 2021, inpainting (App. I.2)  approximate; noisele
                                                             measured values reproduced exactly
 dps                Chung et al. ICLR 2023, Alg. 1-2         approximate; non-linear operators,
                    (normalised step, see ``dps_step``)      an operator's own likelihood
-diffpir            Zhu et al. CVPRW 2023, Alg. 1            approximate; few steps (default 100 NFE)
+diffpir            Zhu et al. CVPRW 2023, Alg. 1            approximate; few steps (default 50 NFE)
 =================  =======================================  =====================================
 
 "Exact" means the drift uses grad log p_t(x_t | y) itself, so the output distribution is the
