@@ -75,7 +75,7 @@ from benchmarks.deepinv_physics import (  # noqa: E402
 from benchmarks.deepinv_report import markdown  # noqa: E402
 from benchmarks.harness_config import Config as HarnessConfig  # noqa: E402
 from benchmarks.harness_report import jsonable  # noqa: E402
-from benchmarks.harness_tasks import DIFFPIR_NOMINAL_STD, load_data, solver_op  # noqa: E402
+from benchmarks.harness_tasks import DIFFPIR_NOMINAL_STD, diffpir_op, load_data  # noqa: E402
 from invdiff.core.reconstruct import reconstruct  # noqa: E402
 from invdiff.core.score import data_range_prior  # noqa: E402
 from invdiff.eval.metrics import psnr, ssim  # noqa: E402
@@ -156,8 +156,8 @@ def run_task(cfg: Config, name: str, split: dict, prior, sde, dinv, dinv_note: s
     test = split["test"]
     truth, y = test["truth"][: cfg.images], test["y"][: cfg.images]
     op = test["op"]
-    noise = op.noise_std or DIFFPIR_NOMINAL_STD
-    op_diffpir = solver_op(test, noise)
+    op_diffpir = diffpir_op(test)
+    noise = op_diffpir.noise_std
     n_batch = len(truth) * cfg.samples
     batch = truth.repeat_interleave(cfg.samples, 0)
     out = {"title": test["attrs"]["title"], "operator": op.name, "params": test["params"]}

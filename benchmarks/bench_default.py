@@ -59,7 +59,7 @@ def settings(default: dict) -> dict[str, dict]:
 
 def run_task(model, config, split: dict, args, knobs: dict) -> dict:
     """Reconstruct the first n test images with one setting; return PSNR, NFE and time."""
-    op = harness_tasks.solver_op(split, split["op"].noise_std or harness_tasks.DIFFPIR_NOMINAL_STD)
+    op = harness_tasks.diffpir_op(split)
     y, truth = split["y"][: args.n_images], split["truth"][: args.n_images]
     run = SimpleNamespace(
         strategy=args.strategy,

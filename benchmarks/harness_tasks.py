@@ -74,6 +74,12 @@ def solver_op(split: dict, noise_std: float):
     return datasets.build_operator(a["operator"], int(a["size"]), split["params"], noise_std)
 
 
+def diffpir_op(split: dict):
+    """Return the split's operator with the likelihood DiffPIR runs with: the measurement's
+    noise_std, or DIFFPIR_NOMINAL_STD when the data are noiseless (its data step divides by it)."""
+    return solver_op(split, split["op"].noise_std or DIFFPIR_NOMINAL_STD)
+
+
 # Scoring ---------------------------------------------------------------------------------------
 
 
@@ -188,8 +194,7 @@ def main_options(kind: str, steps: int) -> dict:
 
 def fast_setup(cfg: Config, model, val: dict) -> tuple[object, dict, dict]:
     """Pick DiffPIR's lambda on cfg.n_tune validation images; return (op, options, table)."""
-    s = val["op"].noise_std or DIFFPIR_NOMINAL_STD
-    op = solver_op(val, s)
+    op = diffpir_op(val)
     tune_cfg = replace(cfg, samples=1)
     table = []
     for lam in cfg.fast_lams:
@@ -198,7 +203,7 @@ def fast_setup(cfg: Config, model, val: dict) -> tuple[object, dict, dict]:
         p = float(psnr(run["samples"][0], val["truth"][: cfg.n_tune]).mean())
         table.append({"lam": lam, "mean_psnr": p})
     best = max(table, key=lambda r: r["mean_psnr"])["lam"]
-    info = {"likelihood_noise_std": s, "validation_images": cfg.n_tune, "table": table}
+    info = {"likelihood_noise_std": op.noise_std, "validation_images": cfg.n_tune, "table": table}
     return op, {"steps": cfg.fast_steps, "lam": best}, info
 
 
@@ -260,7 +265,7 @@ def run_sweep(cfg: Config, model, name: str, split: dict, fast_lam: float | None
     for strategy in cfg.sweep_strategies:
         op = test["op"]
         if strategy == "diffpir":
-            op = solver_op(test, test["op"].noise_std or DIFFPIR_NOMINAL_STD)
+            op = diffpir_op(test)
         for nfe in cfg.sweep_nfe:
             opts = sweep_options(strategy, nfe, kind)
             if strategy == "diffpir" and fast_lam is not None:

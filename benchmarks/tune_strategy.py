@@ -62,8 +62,11 @@ def phantom_problems(args, config) -> dict:
     out = {}
     for task in args.tasks:
         val = data[task]["val"]
-        op = harness_tasks.solver_op(val, val["op"].noise_std or harness_tasks.DIFFPIR_NOMINAL_STD)
-        out[task] = (op, val["y"][: args.n_images], val["truth"][: args.n_images])
+        out[task] = (
+            harness_tasks.diffpir_op(val),
+            val["y"][: args.n_images],
+            val["truth"][: args.n_images],
+        )
     return out
 
 
