@@ -6,7 +6,8 @@ The bar: at most 50 NFE per sample, and a mean PSNR (posterior mean) within 0.5 
 validation images, results/tune_fast50_phantoms.md on the harness's validation phantoms); this
 script chooses nothing. Rows per task: the default (strategy ``DEFAULT_STRATEGY`` with the knobs
 of its signature, as `invdiff solve` runs it) and the 200-NFE settings: the same knobs with 199
-steps, from pure noise and from the default's warm start (when it has one).
+steps, from pure noise and from the default's warm start (when it has one; sigma_start None is
+each operator's own level, ``Operator.warm_start_sigma``).
 
     python benchmarks/bench_default.py --n-images 16 --samples 2 --threads 1
 
@@ -51,9 +52,11 @@ def settings(default: dict) -> dict[str, dict]:
         "default": dict(default),
         "200 NFE from noise": {**default, "steps": REFERENCE_STEPS, **noise},
     }
-    if default.get("sigma_start"):
-        label = f"200 NFE from noise level {default['sigma_start']:g}"
-        out[label] = {**default, "steps": REFERENCE_STEPS}
+    start = default.get("sigma_start", 0.0)
+    if start is None:  # each operator's own warm-start level
+        out["200 NFE from the operator's start level"] = {**default, "steps": REFERENCE_STEPS}
+    elif start:
+        out[f"200 NFE from noise level {start:g}"] = {**default, "steps": REFERENCE_STEPS}
     return out
 
 

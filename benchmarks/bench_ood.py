@@ -44,7 +44,7 @@ from invdiff.core.reconstruct import reconstruct  # noqa: E402
 from invdiff.core.score import data_range_prior  # noqa: E402
 from invdiff.eval.baselines import fista_tv, lipschitz_constant  # noqa: E402
 from invdiff.eval.metrics import SSIM_CONVENTION, psnr, ssim  # noqa: E402
-from invdiff.guidance import strategy_options  # noqa: E402
+from invdiff.guidance import resolved_options, strategy_options  # noqa: E402
 from invdiff.plugins import build_registry, make_plugin_manager  # noqa: E402
 from invdiff.training.train import step_generator  # noqa: E402
 
@@ -199,6 +199,7 @@ def _cached(path: str, key: str, compute):
 def invdiff_scores(task, size, names, op, ys, truths, model, config, args) -> list[dict]:
     """Return per-image invdiff scores (mean of the samples, uncertainty, time), cached under
     the model's SHA-256, strategy, options, samples and seed when ``--invdiff-cache`` is given."""
+    options = resolved_options(args.strategy, args.options, [op])  # what runs, defaults included
     key = "|".join(
         [
             args.model_sha256,
@@ -206,7 +207,7 @@ def invdiff_scores(task, size, names, op, ys, truths, model, config, args) -> li
             str(size),
             ",".join(names),
             args.strategy,
-            json.dumps(args.options, sort_keys=True),
+            json.dumps(options, sort_keys=True),
             str(args.samples),
             str(args.seed),
         ]
@@ -218,7 +219,8 @@ def invdiff_scores(task, size, names, op, ys, truths, model, config, args) -> li
         for i in range(len(names)):
             truth = truths[len(VAL) + i : len(VAL) + i + 1].numpy()
             mean = samples[i].mean(0, keepdims=True)
-            row = {"seconds_invdiff": secs, **scores({"invdiff": mean}, truth)}
+            row = {"seconds_invdiff": secs, "invdiff_options": options}
+            row.update(scores({"invdiff": mean}, truth))
             row.update(uncertainty(samples[i], truth[0]))
             out.append(row)
         return out
@@ -314,6 +316,18 @@ def markdown(report: dict) -> str:
         memory = "Peak resident memory of the process after each size (MiB): " + ", ".join(
             f"{k} px: {v:.0f}" for k, v in report["peak_rss_mib"].items()
         )
+    starts = {
+        f"{r['task']} {r['size']} px": r["invdiff_options"]["sigma_start"]
+        for r in report["rows"]
+        if r.get("invdiff_options", {}).get("sigma_start") is not None
+    }
+    if starts:  # the warm-start level each operator chose (Operator.warm_start_sigma)
+        lines += [
+            "",
+            "invdiff's start noise level: "
+            + ", ".join(f"{k} {v:.3g}" for k, v in starts.items())
+            + ".",
+        ]
     lines += ["", memory, ""]
     return "\n".join(lines)
 

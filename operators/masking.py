@@ -68,6 +68,24 @@ class Masking(MaskGeometry, LinearOperator):
             return None
         return "biharmonic", biharmonic_inpaint(self, y)
 
+    @property
+    def warm_start_sigma(self) -> float:  # type: ignore[override]
+        """Return 0.03 x the hole radius, within [0.1, 0.5]: the 99th percentile over missing
+        pixels of the distance to the nearest measured one. Biharmonic filling is close to the
+        truth across scattered missing pixels and says nothing inside a large hole.
+
+        Chosen on validation images only (docs/models.md, "Sampler defaults"): 70 % random
+        pixels missing (radius 2.2 px) gained from 0.1 over 0.5 (phantoms 28.83 / 28.56 dB,
+        photographs at 128 px 31.66 / 30.85); a 25 % box (radius 16 px at 64 px) gets 0.48.
+        """
+        from scipy import ndimage
+
+        missing = self.mask.detach().cpu().numpy() == 0
+        if not missing.any():
+            return 0.1
+        radius = float(np.percentile(ndimage.distance_transform_edt(missing)[missing], 99))
+        return min(0.5, max(0.1, 0.03 * radius))
+
     @classmethod
     def example(cls, generator: torch.Generator) -> Masking:
         """Return a random-mask instance on a 2 x 37 x 31 image."""

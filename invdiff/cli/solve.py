@@ -94,7 +94,8 @@ def solve(
     sigma_start: float | None = typer.Option(
         None,
         "--sigma-start",
-        help="DiffPIR: start at this noise level from the classical baseline (0: from noise).",
+        help="DiffPIR: start at this noise level from the classical baseline (0: from noise; "
+        "default: the operator's own level).",
     ),
     predictor: str | None = typer.Option(None, help="PC predictor (PC-based strategies)."),
     samples: int = typer.Option(4, "--samples", help="Posterior samples per slice (std needs 2)."),
@@ -339,7 +340,7 @@ class SolveJob:
         from invdiff import __version__
         from invdiff.core.checkpoint import file_sha256
         from invdiff.core.reconstruct import SEED_SCHEME
-        from invdiff.guidance import strategy_options
+        from invdiff.guidance import resolved_options
         from invdiff.io import SolveOutput
 
         n, k_samples = rec.samples.shape[:2]
@@ -363,7 +364,9 @@ class SolveJob:
             "operators": json.dumps([{"name": s.name, **s.params} for s, _ in ops]),
             "strategy": strategy,
             "clip_denoised": self.clip,
-            "strategy_options": json.dumps({**strategy_options(strategy), **options}),
+            "strategy_options": json.dumps(
+                resolved_options(strategy, options, [op for _, op in ops])
+            ),
             "model": str(self.model_path),
             "model_sha256": file_sha256(self.model_path),
             "model_steps": int(self.config.get("training", {}).get("steps_done", -1)),

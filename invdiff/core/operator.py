@@ -99,6 +99,11 @@ class Operator(nn.Module):
     #: H and W must be multiples of this (an instance may set it, e.g. a super-resolution
     #: factor); the conformance kit then asks for an example whose H / m and W / m are odd.
     side_multiple: int = 1
+    #: Noise level at which a warm-started strategy (DiffPIR, by default) begins from
+    #: :meth:`baseline` (Chung, Sim, Ye, "Come-Closer-Diffuse-Faster", CVPR 2022): high enough
+    #: to hide the baseline's typical error, low enough to keep what it got right. An operator
+    #: whose baseline is better or worse than most sets its own, chosen on validation images.
+    warm_start_sigma: ClassVar[float] = 0.5
 
     def __init__(self, image_shape: tuple[int, int, int], *, noise_std: float = DEFAULT_NOISE_STD):
         super().__init__()

@@ -18,6 +18,7 @@ API (what ``invdiff solve`` calls)::
     res.nfe  # forward network evaluations;  res.vjp: backward passes through the network
     STRATEGIES        # name -> strategy function, for the CLI
     strategy_options(name) -> {knob: default}     # the keyword knobs a strategy accepts
+    resolved_options(name, options, ops) -> {knob: value it runs with}  # operator defaults filled
 
 Device and dtype follow ``like`` (default: an empty tensor on y's device in y's real dtype);
 operators must already be on that device. Nothing goes back to the host.
@@ -75,6 +76,7 @@ from invdiff.guidance.strategies import (
     Needs,
     Problem,
     check_strategy,
+    resolved_options,
     solve,
     solve_diffpir,
     solve_dps,
@@ -104,6 +106,7 @@ __all__ = [
     "likelihood_step",
     "operator_norm_sq",
     "projection_hook",
+    "resolved_options",
     "solve",
     "solve_diffpir",
     "solve_dps",

@@ -38,6 +38,18 @@ from invdiff.guidance.steps import (
 # Strategies: fn(problem, *, knobs) -> SampleResult ---------------------------------------------
 
 
+def start_level(sigma_start: float | None, operators: Sequence[Operator]) -> float:
+    """Return the noise level a warm start begins at: ``sigma_start``, or where it is None the
+    first measured operator's :attr:`~invdiff.core.operator.Operator.warm_start_sigma`.
+    Raise ValueError unless it is a finite number >= 0 (0: start from noise)."""
+    if sigma_start is None:
+        measured = [op for op in operators if not op.time_conditional]
+        sigma_start = measured[0].warm_start_sigma if measured else 0.0
+    if not (sigma_start >= 0 and math.isfinite(sigma_start)):
+        raise ValueError(f"sigma_start must be a finite number >= 0, got {sigma_start}")
+    return float(sigma_start)
+
+
 @dataclass(frozen=True)
 class Problem:
     """What every strategy needs: the prior, the SDE, the measurements and the per-sample noise."""
@@ -56,10 +68,12 @@ class Problem:
         corrector = make_corrector("langevin", snr=snr) if snr > 0 else no_step
         return self.run(PREDICTORS[predictor], steps, score, corrector, project)
 
-    def warm_start(self, sigma: float) -> tuple[Tensor, float] | None:
+    def warm_start(self, sigma: float | None) -> tuple[Tensor, float] | None:
         """Return (the first measured operator's classical baseline, sigma) to start the reverse
         process from (:func:`invdiff.core.samplers.warm_start`), or None (start from the prior at
-        t = 1) when sigma is 0 or the operator has no baseline."""
+        t = 1) when sigma is 0 or the operator has no baseline. sigma None: the operator's own
+        level (:func:`start_level`)."""
+        sigma = start_level(sigma, [m.op for m in self.measurements])
         if sigma == 0:
             return None
         m = self.measurements[0]
@@ -149,29 +163,30 @@ def solve_dps(p: Problem, *, steps=1000, zeta=1.0) -> SampleResult:
 
 
 def solve_diffpir(
-    p: Problem, *, steps=49, lam=0.3, zeta=1.0, cg_iters=10, sigma_start=0.5
+    p: Problem, *, steps=49, lam=0.1, zeta=1.0, cg_iters=40, sigma_start=None
 ) -> SampleResult:
     """DiffPIR (Zhu et al. 2023): :func:`diffpir_step` as the predictor; steps + 1 NFE.
 
     ``sigma_start`` > 0 starts the reverse process at that noise level from the operator's
     classical baseline (FBP, zero-filled, biharmonic) instead of from pure noise at t = 1
     (Chung, Sim, Ye, "Come-Closer-Diffuse-Faster", CVPR 2022, eq. 6), so all ``steps`` are spent
-    below sigma_start; 0 (or an operator without a baseline) keeps the paper's start.
+    below sigma_start; 0 (or an operator without a baseline) keeps the paper's start. None (the
+    default): the operator's own level, ``Operator.warm_start_sigma`` (ct_sparse: 0.05 to 0.2
+    with the angular undersampling; masking: 0.1 to 0.5 with the hole size; others 0.5).
 
     Defaults chosen for the default model (``general``) on validation images only, never on
     test images (benchmarks/tune_strategy.py; docs/models.md, "Sampler defaults"): zeta = 1
-    (fresh noise every step) beat the paper's 0.3 by 2.5 dB on average; lam 0.3 / 1 / 3 were
-    within 0.2 dB. 49 steps from noise level 0.5 (50 NFE) has the mean PSNR of 99 steps from
-    noise (100 NFE) on both validation sets (out-of-distribution images at 64 px: 30.17 vs 30.17
-    dB, results/tune_fast50.md; harness phantoms: 30.93 vs 30.92, tune_fast50_phantoms.md). On the
-    phantoms' noiseless CT 23 views, 200 NFE is still 1.8 dB better (44.02 vs 42.22 dB):
-    ``--steps 199`` there when time allows.
+    (fresh noise every step) beat the paper's 0.3 by 2.5 dB on average; 49 steps from a warm
+    start (50 NFE) matched 99 steps from noise (100 NFE) on both validation sets; the operator's
+    own start level, lam 0.1 and 40 CG iterations (which only matter where the data step is not
+    exact: CT) then gained on every task of the harness's validation phantoms (16 images):
+    CT 23 views 43.80 against 42.08 dB with one level (0.5), lam 0.3 and 10 iterations.
+    MRI 4x still gains from more steps (199 steps: +1.3 dB): ``--steps 199`` when time allows.
     """
-    if not (sigma_start >= 0 and math.isfinite(sigma_start)):
-        raise ValueError(f"sigma_start must be a finite number >= 0, got {sigma_start}")
+    start = p.warm_start(sigma_start)  # checks sigma_start before any network call
     knobs = {"lam": lam, "zeta": zeta, "cg_iters": cg_iters}
     step = functools.partial(diffpir_step, measurements=p.measurements, **knobs)
-    return p.run(step, steps, start=p.warm_start(sigma_start))
+    return p.run(step, steps, start=start)
 
 
 Strategy = Callable[..., SampleResult]
@@ -253,6 +268,18 @@ def strategy_options(name: str) -> dict[str, object]:
     if name not in STRATEGIES:
         raise ValueError(f"unknown strategy {name!r}; expected one of {sorted(STRATEGIES)}")
     return _knobs(STRATEGIES[name])
+
+
+def resolved_options(
+    strategy: str, options: dict[str, object], operators: Sequence[Operator]
+) -> dict[str, object]:
+    """Return every knob ``strategy`` runs with on ``operators``: ``options`` (None: the default)
+    over the strategy's defaults, with operator-dependent defaults (sigma_start) filled in."""
+    given = {k: v for k, v in options.items() if v is not None}
+    out = {**strategy_options(strategy), **given}
+    if "sigma_start" in out:
+        out["sigma_start"] = start_level(out["sigma_start"], operators)
+    return out
 
 
 def solve(

@@ -7,6 +7,7 @@ import json
 import h5py
 import numpy as np
 import pytest
+from invdiff_operators.ct_sparse import CTSparse
 
 from invdiff.data.phantoms import make_phantoms
 from tests._cli_helpers import assert_user_error as _user_error
@@ -84,6 +85,9 @@ def test_metadata_round_trip_and_input_untouched(tmp_path, truth64):
             {"name": "ct_sparse", "views": 8, "noise_std": 0.02, "detectors": 0}
         ]
         assert a["strategy"] == "diffpir" and json.loads(a["strategy_options"])["steps"] == 24
+        # No --sigma-start: the operator's own warm-start level, recorded as the number used.
+        level = CTSparse((1, 64, 64), views=8).warm_start_sigma
+        assert json.loads(a["strategy_options"])["sigma_start"] == level != 0.5
         assert a["seed"] == 5 and a["samples_per_slice"] == 2 and a["device"] == "cpu"
         assert len(a["model_sha256"]) == 64 and a["nfe_per_sample"] == 25
         assert a["invdiff_version"] and a["wall_time_s"] > 0

@@ -410,9 +410,7 @@ def test_diffpir_warm_start_begins_at_the_operators_baseline():
     warm = run(
         prior, sde, ops[1:], ys[1:], range(4), strategy="diffpir", steps=1, sigma_start=0.0101
     )
-    cold = run(
-        prior, sde, ops[1:], ys[1:], range(4), strategy="diffpir", steps=1, sigma_start=0.0
-    )
+    cold = run(prior, sde, ops[1:], ys[1:], range(4), strategy="diffpir", steps=1, sigma_start=0.0)
     assert warm.nfe == 2
     assert (warm.x - base).flatten(1).norm(dim=1).max() < 0.05 * (base - cold.x).flatten(1).norm(
         dim=1
@@ -428,3 +426,22 @@ def test_diffpir_warm_start_moves_samples_towards_the_posterior():
     assert (res.x.flatten(1).mean(0) - m_dense).norm() < 0.75 * (prior.mean - m_dense).norm()
     with pytest.raises(ValueError, match="sigma_start"):
         run(prior, sde, ops[1:], ys[1:], range(2), strategy="diffpir", sigma_start=-1.0)
+
+
+def test_diffpir_starts_at_the_operators_level_unless_told():
+    """sigma_start None: the first measured operator's warm_start_sigma, the same run as that
+    number given explicitly; resolved_options reports the level used."""
+    sde, prior, ops, ys, _, _ = make_problem()
+    dense = ops[1]
+    dense.warm_start_sigma = 0.3  # instance attribute: only this operator
+    own = run(prior, sde, ops[1:], ys[1:], range(2), strategy="diffpir", steps=3)
+    told = run(prior, sde, ops[1:], ys[1:], range(2), strategy="diffpir", steps=3, sigma_start=0.3)
+    other = run(prior, sde, ops[1:], ys[1:], range(2), strategy="diffpir", steps=3, sigma_start=2)
+    assert torch.equal(own.x, told.x) and not torch.allclose(own.x, other.x)
+    assert guidance.resolved_options("diffpir", {}, [dense])["sigma_start"] == 0.3
+    assert guidance.resolved_options("diffpir", {"sigma_start": 0}, [dense])["sigma_start"] == 0
+    default_steps = guidance.strategy_options("diffpir")["steps"]
+    assert guidance.resolved_options("diffpir", {"steps": None}, [dense])["steps"] == default_steps
+    dense.warm_start_sigma = float("nan")
+    with pytest.raises(ValueError, match="sigma_start"):
+        run(prior, sde, ops[1:], ys[1:], range(2), strategy="diffpir", steps=3)

@@ -11,8 +11,11 @@ import math
 import numpy as np
 import pytest
 import torch
+from invdiff_operators.ct_sparse import CTSparse
+from invdiff_operators.masking import Masking
+from invdiff_operators.mri import MRI
 
-from invdiff.core.operator import real_inner
+from invdiff.core.operator import Operator, real_inner
 from invdiff.errors import InvdiffError
 from invdiff.plugins import build_registry, make_plugin_manager
 from invdiff.testing import CHECKS, check_operator
@@ -266,3 +269,16 @@ def test_ct_geometry_too_large_is_refused_before_building_the_matrix():
 
     with pytest.raises(InvdiffError, match="use fewer --views"):
         CTSparse((1, 64, 64), views=10**9)
+
+
+def test_warm_start_levels_follow_how_good_the_baseline_is():
+    """ct_sparse: higher with fewer views and larger images (FBP streaks), within [0.05, 0.2];
+    masking: higher for a large hole than for scattered pixels; mri keeps the default 0.5."""
+    ct = {(n, v): CTSparse((1, n, n), views=v).warm_start_sigma for n in (64, 256) for v in (8, 23)}
+    assert ct[64, 23] < ct[64, 8] and ct[64, 23] < ct[256, 23] < ct[256, 8]
+    assert ct[64, 23] == 0.05 and ct[256, 8] == 0.2
+    assert CTSparse((1, 64, 64), views=400).warm_start_sigma == 0.05
+    scattered = Masking((1, 64, 64), mask="random", fraction=0.7).warm_start_sigma
+    box = Masking((1, 64, 64), mask="box", fraction=0.25).warm_start_sigma
+    assert 0.1 == scattered < box <= 0.5
+    assert MRI((1, 64, 64), acceleration=4).warm_start_sigma == Operator.warm_start_sigma == 0.5
