@@ -79,7 +79,7 @@ from benchmarks.harness_tasks import DIFFPIR_NOMINAL_STD, diffpir_op, load_data 
 from invdiff.core.reconstruct import reconstruct  # noqa: E402
 from invdiff.core.score import data_range_prior  # noqa: E402
 from invdiff.eval.metrics import psnr, ssim  # noqa: E402
-from invdiff.guidance import strategy_options  # noqa: E402
+from invdiff.guidance import resolved_options, strategy_options  # noqa: E402
 
 #: Tasks of ``datasets.TASKS`` this benchmark knows how to give DeepInverse.
 SUPPORTED = ("ct23", "ct8", "mri4", "mri8")
@@ -128,7 +128,7 @@ def run_invdiff(prior, sde, op, y, strategy: str, nfe: int, samples: int, seed: 
             seed=seed,
             batch_size=len(y) * samples,
         )
-    knobs = {**strategy_options(strategy), **options}
+    knobs = resolved_options(strategy, options, [op])
     if strategy == "diffpir":
         knobs["likelihood_noise_std"] = op.noise_std
     return Run(rec.samples, rec.nfe_per_sample, rec.seconds, knobs)

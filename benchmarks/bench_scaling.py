@@ -42,7 +42,7 @@ def one(size: int, batch: int, threads: int, steps: int | None, queue) -> None:
     from invdiff.core.reconstruct import reconstruct
     from invdiff.core.score import data_range_prior
     from invdiff.eval.metrics import psnr
-    from invdiff.guidance import DEFAULT_STRATEGY, strategy_options
+    from invdiff.guidance import DEFAULT_STRATEGY, resolved_options
     from invdiff.plugins import build_registry, make_plugin_manager
 
     torch.set_num_threads(threads)
@@ -63,7 +63,7 @@ def one(size: int, batch: int, threads: int, steps: int | None, queue) -> None:
             "size": size,
             "batch": batch,
             "strategy": DEFAULT_STRATEGY,
-            "options": {**strategy_options(DEFAULT_STRATEGY), **options},
+            "options": resolved_options(DEFAULT_STRATEGY, options, [op]),
             "nfe_per_sample": rec.nfe_per_sample,
             "seconds_per_sample": rec.seconds / batch,
             "seconds_total": rec.seconds,

@@ -106,6 +106,8 @@ def main() -> None:
     for config_ in configs:
         args.options = {**knobs, **config_}
         row = dict(args.options)
+        if row.get("sigma_start", 0) is None:  # each operator's own level (per task)
+            row["sigma_start"] = "operator's"
         for task, (op, ys, truths) in problems.items():
             samples, secs, nfe = bench_ood.invdiff_rows(model, config, op, ys, args)
             row["nfe"] = nfe

@@ -80,7 +80,7 @@ class Masking(MaskGeometry, LinearOperator):
         """
         from scipy import ndimage
 
-        missing = self.mask.detach().cpu().numpy() == 0
+        missing = (self.mask == 0).cpu().numpy()
         if not missing.any():
             return 0.1
         radius = float(np.percentile(ndimage.distance_transform_edt(missing)[missing], 99))

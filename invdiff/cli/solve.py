@@ -356,6 +356,9 @@ class SolveJob:
         baseline_name = "none"  # hypotheses only, or an operator without a classical method
         if found is not None and found[1].shape == result.reconstruction.shape:
             baseline_name, result.baseline = found[0], found[1].float().cpu().numpy()
+        used = resolved_options(strategy, options, [op for _, op in ops])
+        if found is None and used.get("sigma_start"):  # no baseline to start from: from noise
+            used["sigma_start"] = 0.0
         wall = rec.seconds
         result.attrs = {
             "invdiff_version": __version__,
@@ -364,9 +367,7 @@ class SolveJob:
             "operators": json.dumps([{"name": s.name, **s.params} for s, _ in ops]),
             "strategy": strategy,
             "clip_denoised": self.clip,
-            "strategy_options": json.dumps(
-                resolved_options(strategy, options, [op for _, op in ops])
-            ),
+            "strategy_options": json.dumps(used),
             "model": str(self.model_path),
             "model_sha256": file_sha256(self.model_path),
             "model_steps": int(self.config.get("training", {}).get("steps_done", -1)),

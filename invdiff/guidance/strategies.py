@@ -181,7 +181,8 @@ def solve_diffpir(
     own start level, lam 0.1 and 40 CG iterations (which only matter where the data step is not
     exact: CT) then gained on every task of the harness's validation phantoms (16 images):
     CT 23 views 43.80 against 42.08 dB with one level (0.5), lam 0.3 and 10 iterations.
-    MRI 4x still gains from more steps (199 steps: +1.3 dB): ``--steps 199`` when time allows.
+    MRI 4x still gains from more steps (199 steps: +1.5 dB on validation): ``--steps 199``
+    there when time allows.
     """
     start = p.warm_start(sigma_start)  # checks sigma_start before any network call
     knobs = {"lam": lam, "zeta": zeta, "cg_iters": cg_iters}
@@ -274,9 +275,14 @@ def resolved_options(
     strategy: str, options: dict[str, object], operators: Sequence[Operator]
 ) -> dict[str, object]:
     """Return every knob ``strategy`` runs with on ``operators``: ``options`` (None: the default)
-    over the strategy's defaults, with operator-dependent defaults (sigma_start) filled in."""
+    over the strategy's defaults, with operator-dependent defaults (sigma_start) filled in; with
+    class hypotheses only, the knobs of the prior sampler that :func:`solve` then runs. (Where
+    the operator has no baseline, a warm start falls back to noise; the caller, who holds the
+    baseline, records that.)"""
     given = {k: v for k, v in options.items() if v is not None}
-    out = {**strategy_options(strategy), **given}
+    measured = [op for op in operators if not op.time_conditional]
+    known = strategy_options(strategy) if measured or not operators else _knobs(solve_prior)
+    out = {**known, **given}
     if "sigma_start" in out:
         out["sigma_start"] = start_level(out["sigma_start"], operators)
     return out

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from typing import ClassVar
 
 import h5py
@@ -16,7 +17,8 @@ from invdiff.core.samplers import generators_for
 from invdiff.core.score import GaussianScore
 from invdiff.core.sde import VESDE
 from invdiff.errors import InvdiffError
-from invdiff.guidance import ClassifierGuidedScore, Measurement, solve
+from invdiff.guidance import ClassifierGuidedScore, Measurement, resolved_options, solve
+from invdiff.guidance.strategies import solve_prior
 from invdiff.testing import check_operator
 from invdiff.training.classifier import load_classifier
 from tests._cli_helpers import assert_user_error, runner
@@ -334,3 +336,12 @@ def test_train_classifier_resume_reaches_the_uninterrupted_weights(tmp_path, tin
     wider = [*base, "--base", "8"]  # the later --base wins
     result = runner.invoke(app, [*wider, "--out", str(part), "--steps", "6", "--resume"])
     assert_user_error(result, "another net")
+
+
+def test_resolved_options_with_hypotheses_only_are_the_prior_samplers(toy):
+    """A class hypothesis alone is sampled by the plain PC sampler, whatever the strategy: the
+    recorded knobs are that sampler's, not DiffPIR's."""
+    _, _, op = toy
+    got = resolved_options("diffpir", {"steps": 7}, [op])
+    assert "sigma_start" not in got and got["steps"] == 7
+    assert set(got) == set(inspect.signature(solve_prior).parameters) - {"p"}
