@@ -271,6 +271,12 @@ def strategy_options(name: str) -> dict[str, object]:
     return _knobs(STRATEGIES[name])
 
 
+def _run_knobs(strategy: str, with_data: bool) -> dict[str, object]:
+    """Return the knobs (with defaults) of what :func:`solve` runs: the strategy where there is
+    data, the plain PC sampler (:func:`solve_prior`) where there are class hypotheses only."""
+    return strategy_options(strategy) if with_data else _knobs(solve_prior)
+
+
 def resolved_options(
     strategy: str, options: dict[str, object], operators: Sequence[Operator]
 ) -> dict[str, object]:
@@ -280,9 +286,7 @@ def resolved_options(
     the operator has no baseline, a warm start falls back to noise; the caller, who holds the
     baseline, records that.)"""
     given = {k: v for k, v in options.items() if v is not None}
-    measured = [op for op in operators if not op.time_conditional]
-    known = strategy_options(strategy) if measured or not operators else _knobs(solve_prior)
-    out = {**known, **given}
+    out = {**_run_knobs(strategy, any(not op.time_conditional for op in operators)), **given}
     if "sigma_start" in out:
         out["sigma_start"] = start_level(out["sigma_start"], operators)
     return out
@@ -322,7 +326,7 @@ def solve(
     guided = [m for m in ms if m.op.time_conditional]
     measured = [m for m in ms if m not in guided]
     # Hypotheses alone (no data) are sampled by the plain PC sampler, whatever the strategy.
-    known = strategy_options(strategy) if measured else _knobs(solve_prior)
+    known = _run_knobs(strategy, bool(measured))
     unknown = sorted(set(options) - set(known))
     if unknown:
         name = strategy if measured else "sampling without data"
