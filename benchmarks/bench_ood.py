@@ -55,7 +55,12 @@ TASKS = {
     "mri8": ("mri", {"acceleration": 8}),
     "inpaint70": ("masking", {"mask": "random", "fraction": 0.7}),
 }
-VAL = ("mni_z90", "moon", "brick")  # validation images: TV weights (and strategy knobs) only
+# Validation images: TV weights and strategy knobs only, never scored as results. The first three
+# are also the model card's denoising curve (recipes/validate.py, model_card.py); the
+# piecewise-constant ``blobs`` joined the set later, so that a flat-region, sharp-edge image (the
+# suite's Shepp-Logan is one) has a say in the knobs.
+VAL_DENOISE = ("mni_z90", "moon", "brick")
+VAL = (*VAL_DENOISE, "blobs")
 SUITE = {
     "ct23": [
         ("shepp_logan", 64),

@@ -111,7 +111,9 @@ def main() -> None:
         for task, (op, ys, truths) in problems.items():
             samples, secs, nfe = bench_ood.invdiff_rows(model, config, op, ys, args)
             row["nfe"] = nfe
-            row[task] = float(psnr(samples.mean(1), truths.numpy()).mean())
+            per_image = psnr(samples.mean(1), truths.numpy())
+            row[task] = float(per_image.mean())
+            row.setdefault("per_image", {})[task] = [round(float(v), 2) for v in per_image]
         row["mean"] = float(np.mean([row[t] for t in args.tasks]))
         rows.append(row)
         print(row, flush=True)

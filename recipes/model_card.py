@@ -68,7 +68,7 @@ def training_figure(train_log: Path, val_log: Path, out: Path) -> None:
 
 def gallery(model_name: str, out: Path) -> None:
     model, config = load_model(resolve_model(model_name))
-    x0 = torch.as_tensor(np.concatenate([ood_images.load(n, 128) for n in bench_ood.VAL]))
+    x0 = torch.as_tensor(np.concatenate([ood_images.load(n, 128) for n in bench_ood.VAL_DENOISE]))
     g = torch.Generator().manual_seed(0)
     noisy = x0 + 0.1 * torch.randn(x0.shape, generator=g)
     with torch.no_grad():

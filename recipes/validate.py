@@ -1,9 +1,9 @@
 """Validation curve of a training run: denoising PSNR of a checkpoint on held-out images.
 
 Adds a line to LOG (JSON lines) for CHECKPOINT: its training step, and the PSNR of the model's
-denoiser D(x + sigma z) against x on the suite's validation images (``bench_ood.VAL``) at 64 and
-128 px, for several sigma, with fixed noise (seed 0). Run it on each new checkpoint while training
-(``--watch`` polls the file) to watch the model improve on images it never trains on.
+denoiser D(x + sigma z) against x on the suite's validation images (``bench_ood.VAL_DENOISE``) at
+64 and 128 px, for several sigma, with fixed noise (seed 0). Run it on each new checkpoint while
+training (``--watch`` polls the file) to watch the model improve on images it never trains on.
 
     python recipes/validate.py /work/runs/general.pt --log runs/general_val.jsonl [--watch 300]
 """
@@ -51,7 +51,9 @@ def validate(path: Path) -> dict:
 def _denoising(model) -> dict:
     out = {}
     for size in SIZES:
-        x0 = torch.as_tensor(np.concatenate([ood_images.load(n, size) for n in bench_ood.VAL]))
+        x0 = torch.as_tensor(
+            np.concatenate([ood_images.load(n, size) for n in bench_ood.VAL_DENOISE])
+        )
         g = torch.Generator().manual_seed(0)
         for sigma in SIGMAS:
             z = torch.randn(x0.shape, generator=g)

@@ -12,10 +12,17 @@ nilearn = pytest.importorskip("nilearn")
 
 
 def test_images_are_unit_range_squares():
-    for name in ("shepp_logan", "camera", "mni_z95"):
+    for name in ("shepp_logan", "camera", "mni_z95", "blobs"):
         img = ood_images.load(name, 32)
         assert img.shape == (1, 1, 32, 32) and img.dtype == np.float32
         assert 0.0 <= img.min() and img.max() <= 1.0 and img.std() > 0.05
+
+
+def test_blobs_is_piecewise_constant_and_fixed():
+    img = ood_images.blobs()
+    levels = np.unique(img)
+    assert 4 <= len(levels) <= 8 and 0.1 - 1e-9 <= levels.min() < levels.max() <= 0.9 + 1e-9
+    np.testing.assert_array_equal(img, ood_images.blobs())  # seeded: the same image every call
 
 
 def test_the_shipped_default_never_trained_on_the_suite():
