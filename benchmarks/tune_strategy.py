@@ -114,6 +114,7 @@ def main() -> None:
             per_image = psnr(samples.mean(1), truths.numpy())
             row[task] = float(per_image.mean())
             row.setdefault("per_image", {})[task] = [round(float(v), 2) for v in per_image]
+            row.setdefault("seconds_per_image", {})[task] = round(secs, 2)
         row["mean"] = float(np.mean([row[t] for t in args.tasks]))
         rows.append(row)
         print(row, flush=True)

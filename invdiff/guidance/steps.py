@@ -132,9 +132,10 @@ def dps_step(x, t, s, *, sde, score, generators, measurements, zeta: float = 1.0
 
 
 def data_proximal(
-    x0: Tensor, measurements: Sequence[Measurement], rho: Tensor, iters: int
+    x0: Tensor, measurements: Sequence[Measurement], rho: Tensor, iters: int, rtol: float = 0.0
 ) -> Tensor:
-    """Return argmin_x sum_k w_k ||y_k - A_k x||^2 / s_k^2 + rho ||x - x0||^2 by CG from x0."""
+    """Return argmin_x sum_k w_k ||y_k - A_k x||^2 / s_k^2 + rho ||x - x0||^2 by CG from x0
+    (at most ``iters`` iterations, fewer once the residual fell by ``rtol``)."""
     ms = measurements
     precisions = [m.precision() for m in ms]
 
@@ -143,7 +144,7 @@ def data_proximal(
         return [ata + bc(rho, d[0]) * d[0]]
 
     rhs = sum(p * m.op.adjoint(m.y - m.op(x0)) for m, p in zip(ms, precisions, strict=True))
-    return x0 + conjugate_gradient(normal, [rhs], iters)[0]
+    return x0 + conjugate_gradient(normal, [rhs], iters, rtol)[0]
 
 
 def diffpir_step(
@@ -158,6 +159,7 @@ def diffpir_step(
     lam: float = 7.0,
     zeta: float = 0.3,
     cg_iters: int = 10,
+    cg_rtol: float = 0.0,
 ):
     """DiffPIR step (Zhu et al., "Denoising Diffusion Models for Plug-and-Play Image
     Restoration", CVPR Workshops 2023, Alg. 1).
@@ -173,7 +175,7 @@ def diffpir_step(
     alpha_t, sigma_t = sde.coefficients(tt)
     alpha_s, sigma_s = sde.coefficients(ss)
     x0 = tweedie(sde, x, tt, score.score(x, tt))
-    x0 = data_proximal(x0, measurements, lam * (alpha_t / sigma_t) ** 2, cg_iters)
+    x0 = data_proximal(x0, measurements, lam * (alpha_t / sigma_t) ** 2, cg_iters, cg_rtol)
     eps = (x - bc(alpha_t, x) * x0) / bc(sigma_t, x)
     x_mean = bc(alpha_s, x) * x0 + bc(sigma_s * (1 - zeta) ** 0.5, x) * eps
     z = randn(generators, x.shape[1:], x)
