@@ -82,21 +82,24 @@ def markdown(report: dict) -> str:
         "# Cost against image size (default model and strategy)",
         "",
         f"Shepp-Logan, CT 23 views, `invdiff.core.reconstruct` with the default strategy "
-        f"({rows[0]['strategy']} {rows[0]['options']}), one process per row, "
+        f"({rows[0]['strategy']} "
+        f"{ {k: v for k, v in rows[0]['options'].items() if k != 'sigma_start'} }, from the "
+        "operator's start level `sigma_start`, which grows with the size), one process per row, "
         f"{a['threads']} torch thread(s) on {report['machine']['processor']} "
         f"({report['machine']['cpu_count']} cores), device cpu. Command: `{report['command']}`. "
         "Not measured on GPU (none was lent).",
         "",
         "| px | batch | s / sample | s / sample / Mpx | network share | peak RSS MiB | "
-        "CT setup s | PSNR of the mean |",
-        "|---|---|---|---|---|---|---|---|",
+        "CT setup s | sigma_start | PSNR of the mean |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         mpx = r["size"] ** 2 / 1e6
         lines.append(
             f"| {r['size']} | {r['batch']} | {r['seconds_per_sample']:.1f} | "
             f"{r['seconds_per_sample'] / mpx:.0f} | {100 * r['network_share']:.0f} % | "
-            f"{r['peak_rss_mib']:.0f} | {r['operator_setup_s']:.1f} | {r['psnr_mean']:.2f} |"
+            f"{r['peak_rss_mib']:.0f} | {r['operator_setup_s']:.1f} | "
+            f"{r['options'].get('sigma_start', 0):.3g} | {r['psnr_mean']:.2f} |"
         )
     return "\n".join(lines) + "\n"
 
