@@ -160,7 +160,7 @@ def scores(estimates: dict[str, np.ndarray], truth: np.ndarray) -> dict[str, flo
 def tv_scores(task: str, size: int, names: list[str], op, ys, truths, args) -> dict:
     """Return the baseline and FISTA-TV scores of one group, from ``--tv-cache`` when it holds
     this exact computation (task, size, images, iterations, seed), else computed and cached."""
-    key = f"{task}|{size}|{','.join(names)}|{args.fista_iters}|{args.seed}"
+    key = f"{task}|{size}|{','.join(VAL)}|{','.join(names)}|{args.fista_iters}|{args.seed}"
     return _cached(args.tv_cache, key, lambda: _tv_compute(names, op, ys, truths, args))
 
 
@@ -210,6 +210,7 @@ def invdiff_scores(task, size, names, op, ys, truths, model, config, args) -> li
             args.model_sha256,
             task,
             str(size),
+            ",".join(VAL),  # measurement noise streams are numbered over VAL + names
             ",".join(names),
             args.strategy,
             json.dumps(options, sort_keys=True),

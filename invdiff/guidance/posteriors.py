@@ -118,8 +118,10 @@ class MomentPosterior:
 
     the dependence of C on x_t neglected. For a Gaussian prior and linear A, m is affine and C
     constant, so this is the EXACT posterior score. All measurements are stacked into one system
-    (they are independent given x_0, not given x_t), solved by ``cg_iters`` CG iterations; each
-    iteration is one vector-Jacobian product through the network (counted in ``vjp``).
+    (they are independent given x_0, not given x_t), solved by at most ``cg_iters`` CG iterations
+    (fewer once every sample converged); each iteration is one vector-Jacobian product through the
+    network (counted in ``vjp``, which therefore depends on the data and on which samples share a
+    batch).
     """
 
     def __init__(

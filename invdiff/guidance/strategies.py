@@ -185,9 +185,10 @@ def solve_diffpir(
     there when time allows.
 
     ``cg_iters`` caps the CG iterations of each data step; CG stops sooner once every sample's
-    residual reached float precision (:func:`invdiff.core.linalg.conjugate_gradient`), or fell by
-    ``cg_rtol`` where that is > 0. A looser tolerance only lost PSNR on validation (CT 23 views,
-    64 px: 1e-2 -0.43 dB, 1e-3 -0.01 dB, 1e-4 none) for no further time; hence 0.
+    residual reached float precision (:func:`invdiff.core.linalg.conjugate_gradient`: MRI and
+    masking, not CT), or fell by ``cg_rtol`` where that is > 0. On CT a looser tolerance lost
+    PSNR on validation (23 views, 64 px: 1e-2 -0.43 dB, 1e-3 -0.01 dB; 1e-4 is never reached in
+    40 iterations); hence 0.
     """
     start = p.warm_start(sigma_start)  # checks sigma_start before any network call
     knobs = {"lam": lam, "zeta": zeta, "cg_iters": cg_iters, "cg_rtol": cg_rtol}

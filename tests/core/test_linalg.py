@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from invdiff.core.linalg import conjugate_gradient
@@ -58,3 +59,10 @@ def test_a_converged_sample_does_not_depend_on_a_harder_neighbour():
     easy, _, _, _, _ = systems([10.0])
     alone = conjugate_gradient(easy, [b[0][:1]], iters=3 * N, rtol=1e-4)[0]
     torch.testing.assert_close(both[:1], alone, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("rtol", [-0.1, 1.0, float("nan")])
+def test_rtol_outside_zero_one_is_refused(rtol):
+    apply, b, _, _, _ = systems([10.0])
+    with pytest.raises(ValueError, match="rtol"):
+        conjugate_gradient(apply, b, iters=5, rtol=rtol)
