@@ -356,9 +356,9 @@ class SolveJob:
         baseline_name = "none"  # hypotheses only, or an operator without a classical method
         if found is not None and found[1].shape == result.reconstruction.shape:
             baseline_name, result.baseline = found[0], found[1].float().cpu().numpy()
-        used = resolved_options(strategy, options, [op for _, op in ops])
-        if found is None and used.get("sigma_start"):  # no baseline to start from: from noise
-            used["sigma_start"] = 0.0
+        used = resolved_options(
+            strategy, options, [op for _, op in ops], baseline=found is not None
+        )
         wall = rec.seconds
         result.attrs = {
             "invdiff_version": __version__,

@@ -284,17 +284,21 @@ def _run_knobs(strategy: str, with_data: bool) -> dict[str, object]:
 
 
 def resolved_options(
-    strategy: str, options: dict[str, object], operators: Sequence[Operator]
+    strategy: str,
+    options: dict[str, object],
+    operators: Sequence[Operator],
+    *,
+    baseline: bool = True,
 ) -> dict[str, object]:
     """Return every knob ``strategy`` runs with on ``operators``: ``options`` (None: the default)
     over the strategy's defaults, with operator-dependent defaults (sigma_start) filled in; with
-    class hypotheses only, the knobs of the prior sampler that :func:`solve` then runs. (Where
-    the operator has no baseline, a warm start falls back to noise; the caller, who holds the
-    baseline, records that.)"""
+    class hypotheses only, the knobs of the prior sampler that :func:`solve` then runs.
+    ``baseline`` False (the first measured operator has no classical baseline for these data):
+    a warm start falls back to noise (:meth:`Problem.warm_start`), so sigma_start is 0."""
     given = {k: v for k, v in options.items() if v is not None}
     out = {**_run_knobs(strategy, any(not op.time_conditional for op in operators)), **given}
     if "sigma_start" in out:
-        out["sigma_start"] = start_level(out["sigma_start"], operators)
+        out["sigma_start"] = start_level(out["sigma_start"], operators) if baseline else 0.0
     return out
 
 

@@ -442,6 +442,8 @@ def test_diffpir_starts_at_the_operators_level_unless_told():
     assert torch.equal(own.x, told.x) and not torch.allclose(own.x, other.x)
     assert guidance.resolved_options("diffpir", {}, [dense])["sigma_start"] == 0.3
     assert guidance.resolved_options("diffpir", {"sigma_start": 0}, [dense])["sigma_start"] == 0
+    no_base = guidance.resolved_options("diffpir", {"sigma_start": 2}, [dense], baseline=False)
+    assert no_base["sigma_start"] == 0  # nothing to warm-start from: the run starts from noise
     default_steps = guidance.strategy_options("diffpir")["steps"]
     assert guidance.resolved_options("diffpir", {"steps": None}, [dense])["steps"] == default_steps
     dense.warm_start_sigma = float("nan")
