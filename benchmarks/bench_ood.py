@@ -28,6 +28,8 @@ import json  # noqa: E402
 import resource  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
+import zlib  # noqa: E402
+from collections.abc import Sequence  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
@@ -84,9 +86,21 @@ QUICK = {t: [c for c in cases if c[1] == 64 or c == cases[0]][:1] for t, cases i
 TV_GRID = np.geomspace(1e-6, 1.0, 7)
 
 
-def measure(op, images: torch.Tensor, seed: int) -> torch.Tensor:
-    """Simulate y = A x + noise with the operator's noise_std, one seeded stream per image."""
-    return torch.cat([op.measure(x[None], step_generator(seed, k)) for k, x in enumerate(images)])
+NOISE = "noise by name"  # in the cache keys: older caches numbered the streams over VAL + names
+
+
+def noise_stream(seed: int, name: str) -> torch.Generator:
+    """Return the measurement-noise generator of image ``name``: it depends on (seed, name) only,
+    so adding or removing another image (validation or test) leaves every other stream as it was."""
+    return step_generator(seed, zlib.crc32(name.encode()))
+
+
+def measure(op, images: torch.Tensor, names: Sequence[str], seed: int) -> torch.Tensor:
+    """Simulate y = A x + noise with the operator's noise_std, one stream per image name."""
+    if len(names) != len(images):
+        raise ValueError(f"{len(images)} images but {len(names)} names")
+    pairs = zip(names, images, strict=True)
+    return torch.cat([op.measure(x[None], noise_stream(seed, n)) for n, x in pairs])
 
 
 def tv_rows(op, ys, truths, n_val: int, iters: int) -> dict:
@@ -160,7 +174,7 @@ def scores(estimates: dict[str, np.ndarray], truth: np.ndarray) -> dict[str, flo
 def tv_scores(task: str, size: int, names: list[str], op, ys, truths, args) -> dict:
     """Return the baseline and FISTA-TV scores of one group, from ``--tv-cache`` when it holds
     this exact computation (task, size, images, iterations, seed), else computed and cached."""
-    key = f"{task}|{size}|{','.join(VAL)}|{','.join(names)}|{args.fista_iters}|{args.seed}"
+    key = f"{task}|{size}|{NOISE}|{','.join(VAL)}|{','.join(names)}|{args.fista_iters}|{args.seed}"
     return _cached(args.tv_cache, key, lambda: _tv_compute(names, op, ys, truths, args))
 
 
@@ -210,7 +224,7 @@ def invdiff_scores(task, size, names, op, ys, truths, model, config, args) -> li
             args.model_sha256,
             task,
             str(size),
-            ",".join(VAL),  # measurement noise streams are numbered over VAL + names
+            NOISE,
             ",".join(names),
             args.strategy,
             json.dumps(options, sort_keys=True),
@@ -240,7 +254,7 @@ def run_group(task: str, size: int, names: list[str], model, config, registry, a
     op = registry[name].create((1, size, size), **params)
     images = [ood_images.load(n, size) for n in (*VAL, *names)]
     truths = torch.as_tensor(np.concatenate(images))
-    ys = measure(op, truths, args.seed)
+    ys = measure(op, truths, (*VAL, *names), args.seed)
     if args.invdiff_only:
         invdiff_scores(task, size, names, op, ys, truths, model, config, args)
         return []

@@ -51,7 +51,7 @@ def ood_problems(args, config) -> dict:
     for task in args.tasks:
         name, params = bench_ood.TASKS[task]
         op = registry[name].create((1, args.size, args.size), **params)
-        out[task] = (op, bench_ood.measure(op, truths, args.seed), truths)
+        out[task] = (op, bench_ood.measure(op, truths, bench_ood.VAL, args.seed), truths)
     return out
 
 

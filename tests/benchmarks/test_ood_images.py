@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 from benchmarks import bench_ood, ood_images
 from invdiff.core import checkpoint
@@ -41,3 +42,17 @@ def test_check_heldout_refuses_what_a_model_could_have_seen():
     other_band = {"data": [{"generator": "invdiff.mni.slices", "heldout": "[60, 70) margin 0"}]}
     with pytest.raises(ValueError, match="another held-out band"):
         ood_images.check_heldout("mni_z95", other_band)
+
+
+def test_each_images_measurement_noise_depends_on_its_name_only():
+    from operators.masking import Masking
+
+    op = Masking((1, 8, 8), mask="random", fraction=0.5, noise_std=0.1)
+    a, b = torch.rand(2, 1, 8, 8, generator=torch.Generator().manual_seed(0)).unbind(0)
+    both = bench_ood.measure(op, torch.stack([a, b]), ["val", "test"], seed=0)
+    alone = bench_ood.measure(op, b[None], ["test"], seed=0)
+    torch.testing.assert_close(both[1:], alone, rtol=0, atol=0)  # a new val image moves nothing
+    renamed = bench_ood.measure(op, b[None], ["other"], seed=0)
+    assert not torch.equal(renamed, alone)  # the name does choose the stream
+    with pytest.raises(ValueError, match="names"):
+        bench_ood.measure(op, b[None], ["a", "b"], seed=0)
