@@ -144,7 +144,8 @@ def build_model(config: dict[str, Any]) -> ScoreModel:
 def load_model(
     path: str | Path | None = None, device: str | torch.device = "cpu"
 ) -> tuple[ScoreModel, dict[str, Any]]:
-    """Load a ScoreModel (default: the shipped one) in eval mode, and its config."""
+    """Load a ScoreModel (default: the shipped one) in eval mode and NHWC layout
+    (:meth:`ScoreModel.to_channels_last`), and its config."""
     path = Path(path) if path is not None else default_model_path()
     payload = load(path, MODEL_FORMAT, map_location=device)
     config = payload["config"]
@@ -161,7 +162,7 @@ def load_model(
         raise InvdiffError(
             f"checkpoint {path} does not match its stored architecture ({first}); re-create it"
         ) from None
-    return model.to(device).eval(), config
+    return model.to(device).eval().to_channels_last(), config
 
 
 def file_sha256(path: str | Path) -> str:

@@ -70,3 +70,20 @@ def test_stale_temporaries_of_a_killed_writer_are_removed(tmp_path):
         tmp.write_bytes(b"done")
     assert (tmp_path / "out.h5").read_bytes() == b"done"
     assert not stale.exists() and live.exists() and other.exists()
+
+
+def test_loaded_models_run_nhwc_and_score_as_nchw():
+    import copy
+
+    model, _ = ckpt.load_model(None)
+    conv = next(p for p in model.net.parameters() if p.ndim == 4)
+    assert model.channels_last and conv.is_contiguous(memory_format=torch.channels_last)
+    nchw = copy.deepcopy(model)
+    nchw.net.to(memory_format=torch.contiguous_format)
+    nchw.channels_last = False
+    x = torch.rand(2, 1, 37, 45, generator=torch.Generator().manual_seed(0))  # padded sides too
+    t = torch.tensor([0.3, 0.6])
+    with torch.no_grad():
+        fast, ref = model.score(x, t), nchw.score(x, t)
+    assert fast.shape == ref.shape and fast.is_contiguous()
+    torch.testing.assert_close(fast, ref, rtol=1e-4, atol=1e-4 * float(ref.abs().max()))
