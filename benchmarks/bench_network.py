@@ -48,9 +48,7 @@ REFERENCE = "nchw"
 def variants(model, names):
     """Return {name: (context manager factory, callable(x, t))} for the requested variants;
     ``model`` is the loaded one (NHWC), an NCHW copy serves the others."""
-    nchw = copy.deepcopy(model)
-    nchw.net.to(memory_format=torch.contiguous_format)
-    nchw.channels_last = False
+    nchw = copy.deepcopy(model).to_channels_last(False)
     out = {}
     for name in names:
         if name == "nchw":

@@ -90,13 +90,15 @@ class ScoreModel(nn.Module):
         self.precond = precond
         self.channels_last = False
 
-    def to_channels_last(self) -> ScoreModel:
+    def to_channels_last(self, enabled: bool = True) -> ScoreModel:
         """Store the convolution weights and feed the network in NHWC memory layout (oneDNN's
-        preferred one); outputs stay NCHW, values change by float round-off only. On our 2-core
-        CPU it made score calls 1.2 to 1.45x faster at 64 to 512 px, batch 1 and 8
-        (benchmarks/bench_network.py, results/network.md); :func:`load_model` applies it."""
-        self.net.to(memory_format=torch.channels_last)
-        self.channels_last = True
+        preferred one), or back in NCHW with ``enabled=False``; outputs are NCHW either way and
+        differ by float round-off only. On our 2-core CPU NHWC made score calls 1.2 to 1.45x
+        faster at 64 to 512 px, batch 1 and 8 (benchmarks/bench_network.py, results/network.md);
+        :func:`load_model` turns it on."""
+        fmt = torch.channels_last if enabled else torch.contiguous_format
+        self.net.to(memory_format=fmt)
+        self.channels_last = enabled
         return self
 
     def _scales(self, t: Tensor) -> tuple[Tensor, Tensor]:
@@ -111,10 +113,8 @@ class ScoreModel(nn.Module):
         if ph or pw:
             x = nn.functional.pad(x, (0, pw, 0, ph), mode="reflect")
         if self.channels_last:
-            return self.net(x.contiguous(memory_format=torch.channels_last), c_noise)[
-                ..., :h, :w
-            ].contiguous()
-        return self.net(x, c_noise)[..., :h, :w]
+            x = x.contiguous(memory_format=torch.channels_last)
+        return self.net(x, c_noise)[..., :h, :w].contiguous()
 
     def forward(self, x: Tensor, t: Tensor) -> Tensor:
         """Return the raw network output (z_hat or F), what training compares with

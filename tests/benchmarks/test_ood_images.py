@@ -45,7 +45,7 @@ def test_check_heldout_refuses_what_a_model_could_have_seen():
 
 
 def test_each_images_measurement_noise_depends_on_its_name_only():
-    from operators.masking import Masking
+    from invdiff_operators.masking import Masking
 
     op = Masking((1, 8, 8), mask="random", fraction=0.5, noise_std=0.1)
     a, b = torch.rand(2, 1, 8, 8, generator=torch.Generator().manual_seed(0)).unbind(0)

@@ -78,9 +78,9 @@ def test_loaded_models_run_nhwc_and_score_as_nchw():
     model, _ = ckpt.load_model(None)
     conv = next(p for p in model.net.parameters() if p.ndim == 4)
     assert model.channels_last and conv.is_contiguous(memory_format=torch.channels_last)
-    nchw = copy.deepcopy(model)
-    nchw.net.to(memory_format=torch.contiguous_format)
-    nchw.channels_last = False
+    nchw = copy.deepcopy(model).to_channels_last(False)
+    assert conv.is_contiguous(memory_format=torch.channels_last)  # the copy left model alone
+    assert next(p for p in nchw.net.parameters() if p.ndim == 4).is_contiguous()
     x = torch.rand(2, 1, 37, 45, generator=torch.Generator().manual_seed(0))  # padded sides too
     t = torch.tensor([0.3, 0.6])
     with torch.no_grad():
