@@ -8,8 +8,9 @@ thing):
 
 - ``nchw``: ``torch.no_grad()``, weights and input in PyTorch's default NCHW layout (the
   reference every other variant is compared with);
-- ``default``: the model as ``load_model`` returns it, the path of ``invdiff.core.reconstruct``
-  (weights and input in NHWC, :meth:`ScoreModel.to_channels_last`, kept because it won here);
+- ``default``: the model as ``load_model`` returns it on the CPU, the path of
+  ``invdiff.core.reconstruct`` (weights in NHWC, :meth:`ScoreModel.to_channels_last`, kept
+  because it won here);
 - ``inference``: NCHW under ``torch.inference_mode()`` (no version counters / autograd
   bookkeeping);
 - ``compile``: NCHW through ``torch.compile`` (Inductor, C++ code generation; the one-off compile

@@ -1,7 +1,7 @@
 """Out-of-distribution suite (issue 15): images the model never saw, at the sizes users bring.
 
 For every case (task, image, size) the same simulated measurement (the operator's default noise,
-as ``invdiff solve --simulate`` makes it, seeded) is reconstructed by
+drawn from a generator seeded by the image's name, :func:`noise_stream`) is reconstructed by
 - the classical baseline of the operator (FBP, zero-filled or biharmonic);
 - FISTA-TV with its weight tuned on a separate validation set of the same size (``VAL``), and
   with the best weight for the image itself (the oracle, the best case for TV);
@@ -91,14 +91,15 @@ NOISE = "noise by name"  # in the cache keys: older caches numbered the streams 
 
 def noise_stream(seed: int, name: str) -> torch.Generator:
     """Return the measurement-noise generator of image ``name``: it depends on (seed, name) only,
-    so adding or removing another image (validation or test) leaves every other stream as it was."""
+    so adding or removing another image (validation or test) leaves every other measurement as it
+    was. (invdiff's posterior samples are still seeded by position in the group, as
+    ``invdiff solve`` seeds slices of a file, so their draws do move.)"""
     return step_generator(seed, zlib.crc32(name.encode()))
 
 
 def measure(op, images: torch.Tensor, names: Sequence[str], seed: int) -> torch.Tensor:
-    """Simulate y = A x + noise with the operator's noise_std, one stream per image name."""
-    if len(names) != len(images):
-        raise ValueError(f"{len(images)} images but {len(names)} names")
+    """Simulate y = A x + noise with the operator's noise_std, one stream per image name (a
+    ValueError if the counts differ)."""
     pairs = zip(names, images, strict=True)
     return torch.cat([op.measure(x[None], noise_stream(seed, n)) for n, x in pairs])
 

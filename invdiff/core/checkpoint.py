@@ -124,7 +124,8 @@ def model_payload(config: dict[str, Any], state_dict: dict[str, torch.Tensor]) -
     return {
         "format": MODEL_FORMAT,
         "config": json.dumps(config, default=str),
-        "state_dict": state_dict,
+        # NCHW whatever the live layout (NHWC after load_model): file bytes depend on values only
+        "state_dict": {k: v.contiguous() for k, v in state_dict.items()},
     }
 
 
@@ -144,8 +145,8 @@ def build_model(config: dict[str, Any]) -> ScoreModel:
 def load_model(
     path: str | Path | None = None, device: str | torch.device = "cpu"
 ) -> tuple[ScoreModel, dict[str, Any]]:
-    """Load a ScoreModel (default: the shipped one) in eval mode and NHWC layout
-    (:meth:`ScoreModel.to_channels_last`), and its config."""
+    """Load a ScoreModel (default: the shipped one) in eval mode, and its config; on the CPU its
+    weights are stored NHWC (:meth:`ScoreModel.to_channels_last`, measured faster there)."""
     path = Path(path) if path is not None else default_model_path()
     payload = load(path, MODEL_FORMAT, map_location=device)
     config = payload["config"]
@@ -162,7 +163,8 @@ def load_model(
         raise InvdiffError(
             f"checkpoint {path} does not match its stored architecture ({first}); re-create it"
         ) from None
-    return model.to(device).eval().to_channels_last(), config
+    model = model.to(device).eval()
+    return model.to_channels_last(torch.device(device).type == "cpu"), config
 
 
 def file_sha256(path: str | Path) -> str:

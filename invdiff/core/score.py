@@ -88,17 +88,15 @@ class ScoreModel(nn.Module):
             raise ValueError(f"unknown preconditioning {precond!r}; use one of {PRECONDITIONINGS}")
         self.net, self.sde, self.sigma_data = net, sde, float(sigma_data)
         self.precond = precond
-        self.channels_last = False
 
     def to_channels_last(self, enabled: bool = True) -> ScoreModel:
-        """Store the convolution weights and feed the network in NHWC memory layout (oneDNN's
-        preferred one), or back in NCHW with ``enabled=False``; outputs are NCHW either way and
-        differ by float round-off only. On our 2-core CPU NHWC made score calls 1.2 to 1.45x
-        faster at 64 to 512 px, batch 1 and 8 (benchmarks/bench_network.py, results/network.md);
-        :func:`load_model` turns it on."""
-        fmt = torch.channels_last if enabled else torch.contiguous_format
-        self.net.to(memory_format=fmt)
-        self.channels_last = enabled
+        """Store the convolution weights in NHWC memory layout (oneDNN's preferred one; the
+        convolutions then run NHWC whatever the input's layout), or back in NCHW with
+        ``enabled=False``. Outputs are NCHW either way and differ by float round-off only. On our
+        2-core CPU NHWC made score calls 1.2 to 1.5x faster at 64 to 512 px, batch 1 and 8
+        (benchmarks/bench_network.py, results/network.md); :func:`load_model` turns it on for
+        CPU models (not measured on a GPU)."""
+        self.net.to(memory_format=torch.channels_last if enabled else torch.contiguous_format)
         return self
 
     def _scales(self, t: Tensor) -> tuple[Tensor, Tensor]:
@@ -112,9 +110,7 @@ class ScoreModel(nn.Module):
         ph, pw = -h % k, -w % k
         if ph or pw:
             x = nn.functional.pad(x, (0, pw, 0, ph), mode="reflect")
-        if self.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        return self.net(x, c_noise)[..., :h, :w].contiguous()
+        return self.net(x, c_noise)[..., :h, :w].contiguous()  # NCHW out, even from NHWC weights
 
     def forward(self, x: Tensor, t: Tensor) -> Tensor:
         """Return the raw network output (z_hat or F), what training compares with

@@ -54,5 +54,5 @@ def test_each_images_measurement_noise_depends_on_its_name_only():
     torch.testing.assert_close(both[1:], alone, rtol=0, atol=0)  # a new val image moves nothing
     renamed = bench_ood.measure(op, b[None], ["other"], seed=0)
     assert not torch.equal(renamed, alone)  # the name does choose the stream
-    with pytest.raises(ValueError, match="names"):
+    with pytest.raises(ValueError):  # two names for one image
         bench_ood.measure(op, b[None], ["a", "b"], seed=0)

@@ -72,18 +72,33 @@ def test_stale_temporaries_of_a_killed_writer_are_removed(tmp_path):
     assert not stale.exists() and live.exists() and other.exists()
 
 
-def test_loaded_models_run_nhwc_and_score_as_nchw():
+@pytest.mark.parametrize("name", ["general", "rgb32"])
+def test_loaded_models_run_nhwc_and_score_and_differentiate_as_nchw(name, tmp_path):
     import copy
 
-    model, _ = ckpt.load_model(None)
-    conv = next(p for p in model.net.parameters() if p.ndim == 4)
-    assert model.channels_last and conv.is_contiguous(memory_format=torch.channels_last)
+    model, config = ckpt.load_model(ckpt.resolve_model(name))
     nchw = copy.deepcopy(model).to_channels_last(False)
-    assert conv.is_contiguous(memory_format=torch.channels_last)  # the copy left model alone
-    assert next(p for p in nchw.net.parameters() if p.ndim == 4).is_contiguous()
-    x = torch.rand(2, 1, 37, 45, generator=torch.Generator().manual_seed(0))  # padded sides too
+
+    def wide_conv(m):  # one with several input channels: its NCHW and NHWC layouts differ
+        return next(p for p in m.net.parameters() if p.ndim == 4 and p.shape[1] > 1)
+
+    assert wide_conv(model).is_contiguous(memory_format=torch.channels_last)
+    assert not wide_conv(model).is_contiguous()
+    assert wide_conv(nchw).is_contiguous()
+    c = config["image"]["channels"]
+    x = torch.rand(2, c, 37, 45, generator=torch.Generator().manual_seed(0))  # padded sides
     t = torch.tensor([0.3, 0.6])
-    with torch.no_grad():
-        fast, ref = model.score(x, t), nchw.score(x, t)
-    assert fast.shape == ref.shape and fast.is_contiguous()
-    torch.testing.assert_close(fast, ref, rtol=1e-4, atol=1e-4 * float(ref.abs().max()))
+    out, grads = [], []
+    for m in (model, nchw):
+        xg = x.clone().requires_grad_(True)
+        s = m.score(xg, t)
+        grads.append(torch.autograd.grad((s * s).sum(), xg)[0])
+        out.append(s.detach())
+    assert out[0].is_contiguous()  # NCHW out of the NHWC network
+    for fast, ref in (out, grads):  # (NHWC, NCHW) scores, then their gradients
+        torch.testing.assert_close(fast, ref, rtol=1e-4, atol=1e-4 * float(ref.abs().max()))
+    # what a model file stores is NCHW whatever the live layout (torch.save keeps strides)
+    stored = ckpt.model_payload(config, model.net.state_dict())["state_dict"]
+    assert not all(v.is_contiguous() for v in model.net.state_dict().values())
+    assert all(v.is_contiguous() for v in stored.values())
+    assert ckpt.tensor_digest(stored) == ckpt.tensor_digest(nchw.net.state_dict())
