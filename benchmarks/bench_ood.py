@@ -175,7 +175,7 @@ def scores(estimates: dict[str, np.ndarray], truth: np.ndarray) -> dict[str, flo
 def tv_scores(task: str, size: int, names: list[str], op, ys, truths, args) -> dict:
     """Return the baseline and FISTA-TV scores of one group, from ``--tv-cache`` when it holds
     this exact computation (task, size, images, iterations, seed), else computed and cached."""
-    key = f"{task}|{size}|{NOISE}|{','.join(VAL)}|{','.join(names)}|{args.fista_iters}|{args.seed}"
+    key = group_key(task, size, names, args.seed, ",".join(VAL), args.fista_iters)
     return _cached(args.tv_cache, key, lambda: _tv_compute(names, op, ys, truths, args))
 
 
@@ -202,6 +202,13 @@ def _tv_compute(names, op, ys, truths, args) -> dict:
     return out
 
 
+def group_key(task: str, size: int, names, seed: int, *extra) -> str:
+    """Return the cache key of one group's computation: what its measurements depend on (task,
+    size, the noise scheme ``NOISE``, the images, the seed), then ``extra`` (what the method
+    depends on)."""
+    return "|".join([task, str(size), NOISE, ",".join(names), str(seed), *map(str, extra)])
+
+
 def _cached(path: str, key: str, compute):
     """Return cache[key] from the JSON file ``path`` or compute, store and return it."""
     cache = json.loads(Path(path).read_text()) if path and Path(path).exists() else {}
@@ -220,18 +227,15 @@ def invdiff_scores(task, size, names, op, ys, truths, model, config, args) -> li
     """Return per-image invdiff scores (mean of the samples, uncertainty, time), cached under
     the model's SHA-256, strategy, options, samples and seed when ``--invdiff-cache`` is given."""
     options = resolved_options(args.strategy, args.options, [op])  # what runs, defaults included
-    key = "|".join(
-        [
-            args.model_sha256,
-            task,
-            str(size),
-            NOISE,
-            ",".join(names),
-            args.strategy,
-            json.dumps(options, sort_keys=True),
-            str(args.samples),
-            str(args.seed),
-        ]
+    key = group_key(
+        task,
+        size,
+        names,
+        args.seed,
+        args.model_sha256,
+        args.strategy,
+        json.dumps(options, sort_keys=True),
+        args.samples,
     )
 
     def compute() -> list[dict]:

@@ -73,7 +73,7 @@ def test_stale_temporaries_of_a_killed_writer_are_removed(tmp_path):
 
 
 @pytest.mark.parametrize("name", ["general", "rgb32"])
-def test_loaded_models_run_nhwc_and_score_and_differentiate_as_nchw(name, tmp_path):
+def test_loaded_models_run_nhwc_and_score_and_differentiate_as_nchw(name):
     import copy
 
     model, config = ckpt.load_model(ckpt.resolve_model(name))
