@@ -105,6 +105,7 @@ def check_sampling(
     cg_iters: int | None = None,
     noise: float | None = None,
     sigma_start: float | None = None,
+    tv: float | None = None,
 ) -> None:
     """Refuse impossible sampling knobs (shared by solve and sample) before any work."""
     require(
@@ -119,6 +120,7 @@ def check_sampling(
             "--cg-iters": within(cg_iters, 1, 1000, "an integer"),
             "--noise": within(noise, 0, 1000),
             "--sigma-start": within(sigma_start, 0, 1e5),
+            "--tv": within(tv, 0, 1e3),
         }
     )
 

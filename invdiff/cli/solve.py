@@ -97,6 +97,12 @@ def solve(
         help="DiffPIR: start at this noise level from the classical baseline (0: from noise; "
         "default: the operator's own level).",
     ),
+    tv: float | None = typer.Option(
+        None,
+        "--tv",
+        help="DiffPIR: add total variation to each data step, weighted like a TV denoiser at "
+        "TV x the step's noise level (default 0: none; 0.5-1 for piecewise-constant objects).",
+    ),
     predictor: str | None = typer.Option(None, help="PC predictor (PC-based strategies)."),
     samples: int = typer.Option(4, "--samples", help="Posterior samples per slice (std needs 2)."),
     simulate: bool = typer.Option(False, "--simulate", help="Measure /image with the operators."),
@@ -139,10 +145,11 @@ def solve(
         cg_iters=cg_iters,
         noise=noise,
         sigma_start=sigma_start,
+        tv=tv,
     )
     check_image_size(image_size, 8192)
     given = {"steps": steps, "snr": snr, "lam": lam, "zeta": zeta, "cg_iters": cg_iters}
-    given["sigma_start"] = sigma_start
+    given.update(sigma_start=sigma_start, tv=tv)
     options = _knobs(strategy, {**given, "predictor": predictor})
     model_path = resolve_model(model)
     outputs = _outputs(inputs, out, png, force, model_path)

@@ -25,6 +25,27 @@ def dot(a: Sequence[Tensor], b: Sequence[Tensor]) -> Tensor:
     return sum(real_inner(u, v) for u, v in zip(a, b, strict=True))
 
 
+def image_gradient(x: Tensor) -> Tensor:
+    """Return the forward differences of images x (..., H, W) along H and W, stacked (2, ...),
+    with a zero difference past the last row and column (Neumann boundary): the discretisation of
+    Chambolle (2004) that scikit-image's ``denoise_tv_chambolle`` uses."""
+    dh = torch.diff(x, dim=-2, append=x[..., -1:, :])
+    dw = torch.diff(x, dim=-1, append=x[..., :, -1:])
+    return torch.stack([dh, dw])
+
+
+def image_gradient_adjoint(g: Tensor) -> Tensor:
+    """Return D^T g for D = :func:`image_gradient` (minus Chambolle's discrete divergence)."""
+    dh, dw = g[0], g[1]
+    zero_h, zero_w = torch.zeros_like(dh[..., :1, :]), torch.zeros_like(dw[..., :, :1])
+    out = torch.cat([zero_h, dh[..., :-1, :]], dim=-2) - torch.cat([dh[..., :-1, :], zero_h], -2)
+    return (
+        out
+        + torch.cat([zero_w, dw[..., :, :-1]], dim=-1)
+        - torch.cat([dw[..., :, :-1], zero_w], -1)
+    )
+
+
 SYNC_EVERY = 8  # conjugate_gradient's convergence check off the CPU (a host sync each time)
 
 

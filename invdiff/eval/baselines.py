@@ -21,7 +21,7 @@ import torch
 from skimage.restoration import denoise_tv_chambolle, inpaint_biharmonic
 from torch import Tensor
 
-from invdiff.core.linalg import largest_eigenvalue
+from invdiff.core.linalg import image_gradient, largest_eigenvalue
 from invdiff.core.operator import LinearOperator, real_inner
 from invdiff.errors import InvdiffError
 from invdiff.eval.metrics import psnr
@@ -68,14 +68,9 @@ def biharmonic_inpaint(op_or_mask, y: Tensor) -> Tensor:
 
 
 def total_variation(x: Tensor) -> Tensor:
-    """Return the isotropic TV per image, sum over channels and pixels of |grad x|, shape (B,).
-
-    Forward differences with a zero difference past the last row and column (Neumann boundary),
-    the discretisation of Chambolle (2004) that ``denoise_tv_chambolle`` uses.
-    """
-    dh = torch.diff(x, dim=-2, append=x[..., -1:, :])
-    dw = torch.diff(x, dim=-1, append=x[..., :, -1:])
-    return torch.sqrt(dh**2 + dw**2).flatten(1).sum(1)
+    """Return the isotropic TV per image, sum over channels and pixels of |grad x|, shape (B,),
+    with :func:`invdiff.core.linalg.image_gradient` (Chambolle's discretisation)."""
+    return image_gradient(x).norm(dim=0).flatten(1).sum(1)
 
 
 def tv_objective(op: LinearOperator, x: Tensor, y: Tensor, weight: float) -> Tensor:

@@ -110,6 +110,7 @@ OPTIONS: list[tuple[list[str], dict, dict[str, list[str]]]] = [
             "--zeta": ["-1", "nan", "inf", "1e300"],
             "--cg-iters": ["0", "-1", "1000000000", "x"],
             "--sigma-start": ["-1", "nan", "inf", "1e300", "x"],
+            "--tv": ["-1", "nan", "inf", "1e300", "x"],
             "--samples": ["0", "-1", HUGE, "x"],
             "--noise": ["-1", "nan", "inf", "1e300"],
             "--seed": ["-1", I64, "x"],

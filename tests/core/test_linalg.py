@@ -1,4 +1,5 @@
-"""Conjugate gradients (invdiff/core/linalg.py): accuracy, early stop, sample independence."""
+"""Conjugate gradients and image gradients (invdiff/core/linalg.py): accuracy, early stop,
+sample independence, adjoints."""
 
 from __future__ import annotations
 
@@ -66,3 +67,19 @@ def test_rtol_outside_zero_one_is_refused(rtol):
     apply, b, _, _, _ = systems([10.0])
     with pytest.raises(ValueError, match="rtol"):
         conjugate_gradient(apply, b, iters=5, rtol=rtol)
+
+
+def test_image_gradient_adjoint_is_the_transpose_and_tv_uses_chambolles_differences():
+    from invdiff.core.linalg import image_gradient, image_gradient_adjoint
+    from invdiff.eval.baselines import total_variation
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 3, 5, 7, generator=g, dtype=torch.float64)
+    p = torch.randn(2, 2, 3, 5, 7, generator=g, dtype=torch.float64)
+    lhs = (image_gradient(x) * p).sum()
+    assert torch.allclose(lhs, (x * image_gradient_adjoint(p)).sum())  # <Dx, p> = <x, D^T p>
+    d = image_gradient(x)
+    assert torch.equal(d[0, ..., -1, :], torch.zeros_like(d[0, ..., -1, :]))  # Neumann boundary
+    assert torch.equal(d[1, ..., :-1, :-1], x[..., :-1, 1:] - x[..., :-1, :-1])
+    ramp = torch.arange(4.0).repeat(4, 1)[None, None]  # 3 unit steps along W in each of 4 rows
+    assert total_variation(ramp).item() == 12.0

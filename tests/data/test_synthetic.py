@@ -53,3 +53,58 @@ def test_mni152_slices_keep_the_held_out_band_out_of_training():
         mni.slices("train", 32, [95])
     with pytest.raises(InvdiffError, match="not in the heldout split"):
         mni.slices("heldout", 32, [40])
+
+
+def test_tiles_cut_each_image_row_major_without_overlap():
+    from invdiff.data import tiles
+
+    images = np.arange(2 * 1 * 4 * 4, dtype=np.float32).reshape(2, 1, 4, 4)
+    out = tiles(images, 2)
+    assert out.shape == (8, 1, 2, 2)
+    np.testing.assert_array_equal(out[0, 0], images[0, 0, :2, :2])
+    np.testing.assert_array_equal(out[1, 0], images[0, 0, :2, 2:])  # row-major within an image
+    np.testing.assert_array_equal(out[2, 0], images[0, 0, 2:, :2])
+    np.testing.assert_array_equal(out[7, 0], images[1, 0, 2:, 2:])
+    assert sorted(out.ravel()) == sorted(images.ravel())  # every pixel once
+    with pytest.raises(ValueError, match="tiles of 3"):
+        tiles(images, 3)
+
+
+@pytest.mark.parametrize("source", ["ellipses", "phantoms"])
+def test_invdiff_data_scale_writes_tiles_of_larger_renders(source, tmp_path):
+    from typer.testing import CliRunner
+
+    from invdiff.cli import app
+    from invdiff.data import tiles
+    from invdiff.data.phantoms import make_phantoms
+    from invdiff.io import read_images
+
+    out = tmp_path / "x.h5"
+    args = ["data", source, str(out), "--n", "6", "--size", "16", "--scale", "2", "--seed", "3"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    images, labels, attrs = read_images(out)
+    # 6 tiles: the 4 of rendered image 0 and the first 2 of image 1, rendered at 32 px.
+    if source == "phantoms":
+        rendered, lesion = make_phantoms(2, 32, 3)
+        np.testing.assert_array_equal(labels, np.repeat(lesion, 4)[:6])
+    else:
+        rendered = synthetic.make_images(source, 2, 32, 3)
+    np.testing.assert_array_equal(images, tiles(rendered, 16)[:6])
+    assert images.shape == (6, 1, 16, 16) and 0 <= images.min() and images.max() <= 1
+    assert attrs["scale"] == 2 and attrs["seed"] == 3
+    again = tmp_path / "y.h5"
+    assert CliRunner().invoke(app, [*args[:2], str(again), *args[3:]]).exit_code == 0
+    np.testing.assert_array_equal(read_images(again)[0], images)  # deterministic
+
+
+def test_invdiff_data_scale_is_refused_with_twins_and_beyond_4096_px(tmp_path):
+    from typer.testing import CliRunner
+
+    from invdiff.cli import app
+
+    out = tmp_path / "x.h5"
+    r = CliRunner().invoke(app, ["data", "phantoms", str(out), "--twins", "--scale", "2"])
+    assert r.exit_code != 0 and "--scale" in r.output and not out.exists()
+    r = CliRunner().invoke(app, ["data", "ellipses", str(out), "--size", "128", "--scale", "64"])
+    assert r.exit_code != 0 and "--scale" in r.output and not out.exists()

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# EXPERIMENT, concluded (not shipped): does the prior lack large structures? A 256 or 512 px scan
+# shows anatomy 2-4 times larger in pixels than the 128 px training images. This continues the
+# finished general run (step 14 250) for 3000 steps with four more sources: ellipse phantoms
+# and thorax phantoms rendered at 256 and 512 px and cut into 128 px tiles (`invdiff data ...
+# --scale K`), 4516 of 11 516 images; a warm restart of the cosine schedule (2e-4 -> 2e-5 over
+# 3000 steps). Result (docs/models.md): no gain at 128 or 256 px on the validation images.
+# Usage: bash recipes/scale.sh WORKDIR   (about 30 min on one thread of this project's CPU)
+set -euo pipefail
+here="$(cd "$(dirname "$0")" && pwd)"
+work="${1:?usage: recipes/scale.sh WORKDIR}"
+bash "$here/data.sh" "$work"
+mkdir -p "$work/scale"
+cd "$work"
+export OMP_WAIT_POLICY=PASSIVE
+[ -f data/ellipses_x2.h5 ] || invdiff data ellipses data/ellipses_x2.h5 --n 1500 --size 128 --scale 2 --seed 202
+[ -f data/ellipses_x4.h5 ] || invdiff data ellipses data/ellipses_x4.h5 --n 1008 --size 128 --scale 4 --seed 203
+[ -f data/thorax_x2.h5 ] || invdiff data phantoms data/thorax_x2.h5 --n 1000 --size 128 --scale 2 --seed 200
+[ -f data/thorax_x4.h5 ] || invdiff data phantoms data/thorax_x4.h5 --n 1008 --size 128 --scale 4 --seed 201
+# Start from general's final training state (weights, EMA, optimiser, scheduler at step 14 250).
+git -C "$here" show fd537f8:recipes/state/general.pt.train > scale/general.pt.train
+mni=(data/mni_train.h5 data/mni_train.h5 data/mni_train.h5 data/mni_train.h5
+     data/mni_train.h5 data/mni_train.h5 data/mni_train.h5 data/mni_train.h5)
+invdiff train data/thorax.h5 data/ellipses.h5 data/deadleaves.h5 data/foam.h5 data/textures.h5 \
+  "${mni[@]}" data/ellipses_x2.h5 data/ellipses_x4.h5 data/thorax_x2.h5 data/thorax_x4.h5 \
+  --out scale/general.pt \
+  --crop 32 --zoom-max 4 --precond edm --noise-dist lognormal --p-mean -1.9 --p-std 1.6 \
+  --sde ve --sigma-min 0.002 --sigma-max 80 \
+  --no-norm --no-mid-attention --base 32 --mult 1,2,2,2 --res-blocks 1 \
+  --batch-size 32 --lr 2e-4 --warmup 200 --ema-decay 0.999 --ckpt-every 250 \
+  --lr-decay-start 14250 --lr-decay-steps 3000 --lr-final 0.1 --steps 17250 \
+  --seed 0 --threads 1 --no-progress --weights ema --resume
