@@ -9,7 +9,7 @@
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 work="${1:?usage: recipes/scale.sh WORKDIR}"
-bash "$here/data.sh" "$work"
+bash "$here/data.sh" "$work"  # general.sh runs it again: it keeps existing files
 mkdir -p "$work/scale"
 cd "$work"
 export OMP_WAIT_POLICY=PASSIVE
@@ -17,16 +17,10 @@ export OMP_WAIT_POLICY=PASSIVE
 [ -f data/ellipses_x4.h5 ] || invdiff data ellipses data/ellipses_x4.h5 --n 1008 --size 128 --scale 4 --seed 203
 [ -f data/thorax_x2.h5 ] || invdiff data phantoms data/thorax_x2.h5 --n 1000 --size 128 --scale 2 --seed 200
 [ -f data/thorax_x4.h5 ] || invdiff data phantoms data/thorax_x4.h5 --n 1008 --size 128 --scale 4 --seed 201
-# Start from general's final training state (weights, EMA, optimiser, scheduler at step 14 250).
+# Start from general's final training state (weights, EMA, optimiser, scheduler at step 14 250),
+# then general.sh's command with the four sources added and the schedule overridden (invdiff
+# train takes the last value of an option and files anywhere on the line).
 git -C "$here" show fd537f8:recipes/state/general.pt.train > scale/general.pt.train
-mni=(data/mni_train.h5 data/mni_train.h5 data/mni_train.h5 data/mni_train.h5
-     data/mni_train.h5 data/mni_train.h5 data/mni_train.h5 data/mni_train.h5)
-invdiff train data/thorax.h5 data/ellipses.h5 data/deadleaves.h5 data/foam.h5 data/textures.h5 \
-  "${mni[@]}" data/ellipses_x2.h5 data/ellipses_x4.h5 data/thorax_x2.h5 data/thorax_x4.h5 \
-  --out scale/general.pt \
-  --crop 32 --zoom-max 4 --precond edm --noise-dist lognormal --p-mean -1.9 --p-std 1.6 \
-  --sde ve --sigma-min 0.002 --sigma-max 80 \
-  --no-norm --no-mid-attention --base 32 --mult 1,2,2,2 --res-blocks 1 \
-  --batch-size 32 --lr 2e-4 --warmup 200 --ema-decay 0.999 --ckpt-every 250 \
-  --lr-decay-start 14250 --lr-decay-steps 3000 --lr-final 0.1 --steps 17250 \
-  --seed 0 --threads 1 --no-progress --weights ema --resume
+exec bash "$here/general.sh" "$work" \
+  data/ellipses_x2.h5 data/ellipses_x4.h5 data/thorax_x2.h5 data/thorax_x4.h5 \
+  --out scale/general.pt --lr-decay-start 14250 --lr-decay-steps 3000 --steps 17250 --resume

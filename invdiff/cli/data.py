@@ -72,14 +72,9 @@ def phantoms(
         attrs["paired"] = "images 2k (lesion) and 2k+1 (none) share their anatomy"
         n = 2 * n
     else:
-        drawn: dict = {}
-
-        def render(m: int, side: int):
-            drawn["images"], drawn["labels"] = make_phantoms(m, side, seed, lesion_fraction)
-            return drawn["images"]
-
-        images = _rendered(render, n, size, scale)
-        labels = np.repeat(drawn["labels"], scale * scale)[:n]
+        images, labels = _rendered(
+            lambda m, side: make_phantoms(m, side, seed, lesion_fraction), n, size, scale
+        )
     write_datasets(out, {"images": images, "labels": labels}, attrs, force=force)
     typer.echo(
         f"wrote {n} phantoms of {size}x{size} to {out}{_scaled(scale, size)} "
@@ -136,8 +131,10 @@ Scale = Annotated[
     int,
     typer.Option(
         "--scale",
-        help="Render each image at SCALE x --size and cut it into SCALE^2 tiles of --size "
-        "(structures SCALE times larger in pixels, edges as sharp); --n counts tiles.",
+        help="Render each image at SCALE x --size and cut it into SCALE^2 tiles of --size; "
+        "--n counts tiles. Ellipses, foam and phantoms are drawn relative to the image, so their "
+        "structures come out SCALE times larger in pixels with edges as sharp (dead leaves' "
+        "smallest leaves and 1/f textures look alike at every scale).",
     ),
 ]
 
@@ -163,18 +160,24 @@ def _check_data(
         }
     )
     images = f"--n {n} images" if copies == 1 else f"--n {n} x {copies} images"
-    check_memory(copies * n * size * size, f"{images} of {size} x {size}", "write several files")
+    peak = copies * n * size * size * (2 if scale > 1 else 1)  # renders and their tiles
+    check_memory(peak, f"{images} of {size} x {size}", "write several files")
     check_output(out, [], force)
 
 
-def _rendered(render, n: int, size: int, scale: int):
-    """Return the first ``n`` tiles of ``render(m, scale * size)``, m = ceil(n / scale^2)
-    rendered images (:func:`invdiff.data.tiles`); ``render(n, size)`` itself when scale is 1."""
+def _rendered(render, n: int, size: int, scale: int) -> tuple:
+    """Return ``render(n, size)`` (images, then per-image arrays such as labels) or, with scale
+    > 1, the first ``n`` tiles of ``render(m, scale * size)``, m = ceil(n / scale^2)
+    (:func:`invdiff.data.tiles`), each per-image array repeated for its image's tiles."""
     if scale == 1:
         return render(n, size)
+    import numpy as np
+
     from invdiff.data import tiles
 
-    return tiles(render(-(-n // scale**2), scale * size), size)[:n]
+    images, *per_image = render(-(-n // scale**2), scale * size)
+    repeated = [np.repeat(a, scale * scale, axis=0)[:n] for a in per_image]
+    return (tiles(images, size)[:n], *repeated)
 
 
 def _scaled(scale: int, size: int) -> str:
@@ -199,8 +202,8 @@ def _synthetic_command(kind: str) -> None:
         from invdiff.io import write_datasets
 
         _check_data(out, force, n, size, seed, scale=scale)
-        images = _rendered(
-            lambda m, side: synthetic.make_images(kind, m, side, seed), n, size, scale
+        (images,) = _rendered(
+            lambda m, side: (synthetic.make_images(kind, m, side, seed),), n, size, scale
         )
         attrs = {
             "generator": f"invdiff.synthetic.{kind}",

@@ -201,7 +201,7 @@ def solve_diffpir(
     ``tv`` > 0 adds total variation to each data step, weighted like a TV denoiser at tv times
     the step's noise level (:func:`invdiff.guidance.steps.data_proximal`; ADMM, sharing the CG
     budget). Off by default: on validation it helps piecewise-constant images (the suite's
-    `blobs` at 128 px, MRI 4x: +2.6 dB at 0.5) and costs textured ones (the harness's validation
+    `blobs` at 128 px, MRI 4x: +3.1 dB at 0.5) and costs textured ones (the harness's validation
     phantoms, MRI 4x: -2.1 dB at 0.5; docs/models.md, "Sampler defaults"). Try 0.5-1 for
     cartoon-like objects (phantoms, machined parts) at strong undersampling.
     """

@@ -404,3 +404,35 @@ def test_fast_setting_starts_from_the_baseline_and_is_recorded(tmp_path, truth64
         assert json.loads(f.attrs["strategy_options"])["sigma_start"] == 1.0
         assert int(f.attrs["nfe_per_sample"]) == 10
         assert f["metrics/invdiff_psnr"][0] > f["metrics/baseline_psnr"][0]
+
+
+def test_tv_term_is_applied_recorded_and_refused_where_the_strategy_has_none(tmp_path, truth64):
+    """--tv 1 changes the DiffPIR solve and is recorded; a strategy without the knob refuses it
+    in one line before any work."""
+    src = write(tmp_path / "in.h5", image=truth64[:1])
+    args = ["--samples", "1", "--no-progress", "--image-size", "64", "--steps", "4"]
+    images = {}
+    for tv in ("0", "1"):
+        out = tmp_path / f"tv{tv}.h5"
+        r = invoke("solve", "--operator", "mri", "--simulate", src, "-o", out, *args, "--tv", tv)
+        assert r.exit_code == 0, r.output
+        with h5py.File(out) as f:
+            assert json.loads(f.attrs["strategy_options"])["tv"] == float(tv)
+            images[tv] = f["samples"][()]
+    assert not np.allclose(images["0"], images["1"])
+    out = tmp_path / "dps.h5"
+    r = invoke(
+        "solve",
+        "--operator",
+        "mri",
+        "--simulate",
+        src,
+        "-o",
+        out,
+        "--strategy",
+        "dps",
+        *args,
+        "--tv",
+        "1",
+    )
+    assert r.exit_code != 0 and "--tv" in r.output and not out.exists()
