@@ -60,7 +60,9 @@ class TimedScore:
 
 
 def train_speed(model, batch: int, steps: int = 6) -> dict:
-    model.train()
+    """Adam + EMA steps per second as ``invdiff train`` runs them (NCHW weights: training
+    builds its model with build_model, which does not switch to NHWC)."""
+    model.to_channels_last(False).train()
     opt = torch.optim.Adam(model.parameters(), lr=1e-5)
     ema = torch.optim.swa_utils.AveragedModel(
         model, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(0.999)
@@ -73,14 +75,14 @@ def train_speed(model, batch: int, steps: int = 6) -> dict:
         t = 1e-5 + torch.rand(batch, generator=g)
         z = torch.randn(x0.shape, generator=g)
         start = time.perf_counter()
-        loss = dsm_loss(model, model.sde, x0, t, z)
+        loss = dsm_loss(model, model, x0, t, z)
         opt.zero_grad()
         loss.backward()
         opt.step()
         ema.update_parameters(model)
         if k >= 2:
             times.append(time.perf_counter() - start)
-    model.eval()
+    model.to_channels_last(True).eval()  # back to what load_model gives on the CPU
     sec = float(np.median(times))
     return {"batch": batch, "s_per_step": sec, "steps_per_s": 1 / sec, "images_per_s": batch / sec}
 
