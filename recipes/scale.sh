@@ -9,8 +9,7 @@
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 work="${1:?usage: recipes/scale.sh WORKDIR}"
-bash "$here/data.sh" "$work"  # general.sh runs it again: it keeps existing files
-mkdir -p "$work/scale"
+mkdir -p "$work/data" "$work/scale"  # general.sh generates the other sources (data.sh)
 cd "$work"
 export OMP_WAIT_POLICY=PASSIVE
 [ -f data/ellipses_x2.h5 ] || invdiff data ellipses data/ellipses_x2.h5 --n 1500 --size 128 --scale 2 --seed 202

@@ -35,15 +35,12 @@ def image_gradient(x: Tensor) -> Tensor:
 
 
 def image_gradient_adjoint(g: Tensor) -> Tensor:
-    """Return D^T g for D = :func:`image_gradient` (minus Chambolle's discrete divergence)."""
-    dh, dw = g[0], g[1]
-    zero_h, zero_w = torch.zeros_like(dh[..., :1, :]), torch.zeros_like(dw[..., :, :1])
-    out = torch.cat([zero_h, dh[..., :-1, :]], dim=-2) - torch.cat([dh[..., :-1, :], zero_h], -2)
-    return (
-        out
-        + torch.cat([zero_w, dw[..., :, :-1]], dim=-1)
-        - torch.cat([dw[..., :, :-1], zero_w], -1)
-    )
+    """Return D^T g for D = :func:`image_gradient` (minus Chambolle's discrete divergence): each
+    difference g[i] = x[i+1] - x[i] adds g[i] at i + 1 and takes it at i (the last row and column
+    of g, which D never fills, are ignored)."""
+    dh, dw = g[0][..., :-1, :], g[1][..., :, :-1]
+    pad = torch.nn.functional.pad
+    return pad(dh, (0, 0, 1, 0)) - pad(dh, (0, 0, 0, 1)) + pad(dw, (1, 0)) - pad(dw, (0, 1))
 
 
 SYNC_EVERY = 8  # conjugate_gradient's convergence check off the CPU (a host sync each time)

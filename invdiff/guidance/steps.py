@@ -143,14 +143,14 @@ def data_proximal(
     rho: Tensor,
     iters: int,
     rtol: float = 0.0,
-    tv: Tensor | float = 0.0,
+    tv: Tensor | float | None = None,
 ) -> Tensor:
     """Return argmin_x sum_k w_k ||y_k - A_k x||^2 / s_k^2 + rho (||x - x0||^2 + 2 tv TV(x)):
     without TV exactly (up to CG), by CG from x0 (at most ``iters`` iterations, fewer once the
     residual fell by ``rtol``); with TV approximately, by ADMM_ITERS ADMM iterations.
 
-    ``tv`` > 0 (image units; a float, or per sample, all > 0 or all 0: a sample with 0 among
-    positive ones gets a damped step, not the plain one) adds isotropic total variation (Rudin,
+    ``tv`` (None: no TV term; else > 0, image units, a float or one per sample) adds isotropic
+    total variation (Rudin,
     Osher, Fatemi 1992) with the weight a TV denoiser of x0 would use (scikit-image's convention,
     1/2 ||x - x0||^2 + tv TV(x)), solved by ADMM on the split z = D x (Boyd et al., "Distributed
     optimization and statistical learning via ADMM", 2011, Sec. 6.4.1, with penalty rho):
@@ -164,7 +164,7 @@ def data_proximal(
     """
     ms = measurements
     precisions = [m.precision() for m in ms]
-    with_tv = bool(torch.as_tensor(tv).gt(0).any())
+    with_tv = tv is not None
     pen = bc(rho, x0)
 
     def normal(d: list[Tensor]) -> list[Tensor]:
@@ -226,7 +226,8 @@ def diffpir_step(
     alpha_s, sigma_s = sde.coefficients(ss)
     x0 = tweedie(sde, x, tt, score.score(x, tt))
     rho = lam * (alpha_t / sigma_t) ** 2
-    x0 = data_proximal(x0, measurements, rho, cg_iters, cg_rtol, tv * sigma_t / alpha_t)
+    weight = tv * sigma_t / alpha_t if tv > 0 else None
+    x0 = data_proximal(x0, measurements, rho, cg_iters, cg_rtol, weight)
     eps = (x - bc(alpha_t, x) * x0) / bc(sigma_t, x)
     x_mean = bc(alpha_s, x) * x0 + bc(sigma_s * (1 - zeta) ** 0.5, x) * eps
     z = randn(generators, x.shape[1:], x)

@@ -45,9 +45,14 @@ def start_level(sigma_start: float | None, operators: Sequence[Operator]) -> flo
     if sigma_start is None:
         measured = [op for op in operators if not op.time_conditional]
         sigma_start = measured[0].warm_start_sigma if measured else 0.0
-    if not (sigma_start >= 0 and math.isfinite(sigma_start)):
-        raise ValueError(f"sigma_start must be a finite number >= 0, got {sigma_start}")
-    return float(sigma_start)
+    return nonnegative("sigma_start", sigma_start)
+
+
+def nonnegative(name: str, value: float) -> float:
+    """Return ``value`` as a float; raise ValueError naming ``name`` unless it is finite, >= 0."""
+    if not (value >= 0 and math.isfinite(value)):
+        raise ValueError(f"{name} must be a finite number >= 0, got {value}")
+    return float(value)
 
 
 @dataclass(frozen=True)
@@ -206,8 +211,7 @@ def solve_diffpir(
     cartoon-like objects (phantoms, machined parts) at strong undersampling.
     """
     start = p.warm_start(sigma_start)  # checks sigma_start before any network call
-    if not (tv >= 0 and math.isfinite(tv)):
-        raise ValueError(f"tv must be a finite number >= 0, got {tv}")
+    tv = nonnegative("tv", tv)
     knobs = {"lam": lam, "zeta": zeta, "cg_iters": cg_iters, "cg_rtol": cg_rtol, "tv": tv}
     step = functools.partial(diffpir_step, measurements=p.measurements, **knobs)
     return p.run(step, steps, start=start)
