@@ -377,6 +377,12 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=None)
     ap.add_argument("--lam", type=float, default=None)
     ap.add_argument("--zeta", type=float, default=None)
+    ap.add_argument(
+        "--options",
+        type=json.loads,
+        default={},
+        help='more strategy knobs as JSON, e.g. \'{"tv": 0.5}\' (the flags above win)',
+    )
     ap.add_argument("--samples", type=int, default=4)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--batch-size", type=int, default=16, help="samples per network call")
@@ -393,7 +399,7 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     given = {"steps": args.steps, "lam": args.lam, "zeta": args.zeta}
-    args.options = {k: v for k, v in given.items() if v is not None}
+    args.options = {**args.options, **{k: v for k, v in given.items() if v is not None}}
     path = resolve_model(args.model)
     model, config = load_model(path)
     args.model_sha256 = file_sha256(path)
