@@ -381,7 +381,7 @@ def main() -> None:
         "--options",
         type=json.loads,
         default={},
-        help='more strategy knobs as JSON, e.g. \'{"tv": 0.5}\' (the flags above win)',
+        help="more strategy knobs as JSON, e.g. '{\"tv\": 0.5}' (the flags above win)",
     )
     ap.add_argument("--samples", type=int, default=4)
     ap.add_argument("--seed", type=int, default=0)
