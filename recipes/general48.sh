@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# RUN IN PROGRESS (sessions 9-10, at step 7250): recipes/general.sh at width 48 (--base 48: 3.27 M parameters
-# against general's 1.45 M), the same data, preconditioning, noise distribution, EMA and schedule
+# RUN IN PROGRESS (sessions 9-10, at step 7250): recipes/general.sh at width 48 (--base 48:
+# 3.27 M parameters against general's 1.45 M), the same data, preconditioning, noise distribution, EMA and schedule
 # (constant 2e-4 to step 10 750, cosine anneal to 2e-5 by 14 250). Session 9's pilot learned
 # more per step than general; this run tests whether it ends higher (docs/models.md).
 # Usage: bash recipes/general48.sh WORKDIR [extra invdiff train options, e.g. --threads 2]

@@ -145,8 +145,13 @@ def _check_resume(
 def save_state(spath: Path, config: dict[str, Any], step: int, elapsed: float, **parts) -> None:
     """Write the resumable state (atomically): every part's state_dict, the step, the time."""
     payload = {k: v.state_dict() for k, v in parts.items()}
-    payload.update(format=ckpt.STATE_FORMAT, config=json.dumps(config, default=str))
-    ckpt.save(spath, {**payload, "step": step, "elapsed": elapsed})
+    _write_state(spath, {**payload, "config": config, "step": step, "elapsed": elapsed})
+
+
+def _write_state(spath: Path, state: dict[str, Any]) -> None:
+    """Write ``state`` (parts' state_dicts, config as a dict, step, elapsed) in STATE_FORMAT."""
+    config = json.dumps(state["config"], default=str)
+    ckpt.save(spath, {**state, "format": ckpt.STATE_FORMAT, "config": config})
 
 
 def load_state(
@@ -177,12 +182,11 @@ def compact_state(src: Path, dst: Path, dtype: torch.dtype = torch.bfloat16) -> 
     """
     state = ckpt.load(src, ckpt.STATE_FORMAT)
     state.pop(ckpt.CHECKSUM_KEY, None)
-    state["config"] = json.dumps(state["config"], default=str)
     state["ema"] = {k: v.to(dtype) if v.is_floating_point() else v for k, v in state["ema"].items()}
     for moments in state["optimizer"]["state"].values():
         moments.pop("exp_avg", None)
         moments["exp_avg_sq"] = moments["exp_avg_sq"].to(dtype)
-    ckpt.save(dst, state)
+    _write_state(dst, state)
 
 
 def train(
