@@ -152,8 +152,8 @@ def solve(
     given.update(sigma_start=sigma_start, tv=tv)
     options = _knobs(strategy, {**given, "predictor": predictor})
     model_path = resolve_model(model)
-    outputs = _outputs(inputs, out, png, force, model_path)
     rank, world, local_rank = torchrun.ranks()
+    outputs = _outputs(inputs, out, png, force, model_path, rank, world)
     set_threads(threads)
     dev = resolve_device(device)
     if world > 1 and dev.startswith("cuda"):
@@ -200,10 +200,19 @@ def _flags(text: str) -> str:
 
 
 def _outputs(
-    inputs: list[Path], out: Path | None, png: Path | None, force: bool, model: Path
+    inputs: list[Path],
+    out: Path | None,
+    png: Path | None,
+    force: bool,
+    model: Path,
+    rank: int = 0,
+    world: int = 1,
 ) -> list[Path]:
     """Return one output path per input after checking every input and output path (outputs:
-    distinct, not an input or the model, in existing folders, overwritten only with --force)."""
+    distinct, not an input or the model, in existing folders, overwritten only with --force).
+
+    Under torchrun each process checks only the outputs it writes (inputs rank, rank + world,
+    ...): another process may already have written its own."""
     for src in inputs:
         if src.is_dir():
             raise InvdiffError(f"input {src} is a folder; give the HDF5 files in it")
@@ -220,14 +229,15 @@ def _outputs(
     else:
         paths = [out]
     writer: dict[Path, Path] = {}
-    for src, dst in zip(inputs, paths, strict=True):
+    for k, (src, dst) in enumerate(zip(inputs, paths, strict=True)):
         first = writer.setdefault(dst.resolve(), src)
         if first is not src:
             raise InvdiffError(
                 f"inputs {first} and {src} would both write {dst}; give each input once, with "
                 "different file names, or solve them separately"
             )
-        check_outputs({"--out": dst, "--png": png}, [*inputs, model], force)
+        if k % world == rank:
+            check_outputs({"--out": dst, "--png": png}, [*inputs, model], force)
     return paths
 
 

@@ -275,6 +275,22 @@ def test_torchrun_splits_inputs_over_processes(tmp_path, tiny_model):
     ]
 
 
+def test_torchrun_process_checks_only_its_own_outputs(tmp_path):
+    # A fast process may have written its first output before a slow one starts checking: the
+    # slow one must not take that file for the user's (the race that failed CI once).
+    from invdiff.cli.solve import _outputs
+    from invdiff.errors import InvdiffError
+
+    srcs = [write(tmp_path / f"in{k}.h5", image=np.zeros((1, 16, 16))) for k in range(3)]
+    (tmp_path / "outs").mkdir()
+    (tmp_path / "outs" / "in0_invdiff.h5").write_bytes(b"written by rank 0")
+    model = tmp_path / "model.pt"
+    paths = _outputs(srcs, tmp_path / "outs", None, False, model, rank=1, world=2)
+    assert [p.name for p in paths] == [f"in{k}_invdiff.h5" for k in range(3)]
+    with pytest.raises(InvdiffError, match="exists"):
+        _outputs(srcs, tmp_path / "outs", None, False, model, rank=0, world=2)
+
+
 def test_import_is_light():
     import subprocess
     import sys
