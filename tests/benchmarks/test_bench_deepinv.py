@@ -14,7 +14,7 @@ from benchmarks import bench_deepinv as bd
 from benchmarks import datasets
 from benchmarks import deepinv_peer as peer
 from benchmarks import deepinv_physics as phys
-from benchmarks.deepinv_report import markdown
+from benchmarks.deepinv_report import markdown, paired_lines
 from benchmarks.harness_config import tiny_model
 from invdiff.core.score import data_range_prior
 from invdiff.data.phantoms import make_phantoms
@@ -57,6 +57,36 @@ def test_rows_and_report_without_deepinv(tmp_path):
     table = [line for line in md.splitlines() if line.startswith("| ct23 |") and "NFE" not in line]
     assert len(table) == 1 + 4  # the physics-check row, then four sampler rows
     assert sum(peer.NOT_INSTALLED in line for line in md.splitlines()) >= 2 * 2 + 2
+
+
+def test_paired_section_compares_image_by_image():
+    def row(package, sampler, nfe, per_image, secs, variant="defaults"):
+        mean = sum(per_image) / len(per_image)
+        return {
+            "package": package,
+            "sampler": sampler,
+            "target_nfe": nfe,
+            "variant": variant,
+            "physics": "p",
+            "psnr": mean,
+            "per_image_psnr": per_image,
+            "seconds_per_image": secs,
+        }
+
+    rows = [
+        row("invdiff", "diffpir", 25, [30.0, 31.0, 29.0], 1.0),
+        row("invdiff", "dps", 25, [40.0, 40.0, 40.0], 1.0),  # not the default: not compared
+        row("deepinv", "DiffPIR", 25, [29.0, 31.5, 28.0], 2.0),
+        row("deepinv", "DPS", 25, [10.0, 10.0, 10.0], 2.0),
+        row("deepinv", "DiffPIR", 50, [31.0, 32.0, 30.0], 4.0, variant="v"),
+        row("deepinv", "DiffPIR", 5, [50.0, 50.0, 50.0], 0.1),  # fewer NFE: never compared
+    ]
+    lines = [x for x in paired_lines({"tasks": {"t": {"rows": rows}}}) if x.startswith("| t |")]
+    assert len(lines) == 2
+    d = [1.0, -0.5, 1.0]  # against DiffPIR at 25 NFE, the better of the two 25-NFE rows
+    se = torch.tensor(d).std().item() / 3**0.5
+    assert f"| 25 | +0.50 +- {se:.2f} | 2 / 3 | 1.00 / 2.00 |" in lines[0]
+    assert "DiffPIR (v), p | 50 | -1.00 +- 0.00 | 0 / 3 | 1.00 / 4.00 |" in lines[1]
 
 
 def test_score_denoiser_is_tweedie():
