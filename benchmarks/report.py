@@ -74,19 +74,25 @@ def summary(results: Path) -> str:
     peer = results / "deepinv.json"
     if peer.exists():
         for task, v in json.loads(peer.read_text())["tasks"].items():
-            own = [r for r in v["rows"] if r["package"] == "invdiff" and r["sampler"] == "diffpir"]
-            theirs = [
-                r
-                for r in v["rows"]
-                if r["package"] == "deepinv" and r["sampler"] == "DiffPIR" and "psnr" in r
-            ]
-            if own and theirs:
-                best = max(theirs, key=lambda r: r["psnr"])
-                rows.append(
-                    f"| phantom {task}, {own[0]['target_nfe']} NFE (PSNR dB) | "
-                    f"{own[0]['psnr']:.2f} (diffpir) | DeepInverse DiffPIR, same prior, best "
-                    f"variant: {best['psnr']:.2f} ({best.get('variant', '')}, {best['physics']}) |"
-                )
+            rows_ = [r for r in v["rows"] if "psnr" in r]
+            for own in (
+                r for r in rows_ if r["package"] == "invdiff" and r["sampler"] == "diffpir"
+            ):
+                nfe = own["target_nfe"]
+                theirs = [
+                    r
+                    for r in rows_
+                    if r["package"] == "deepinv"
+                    and r["sampler"] == "DiffPIR"
+                    and r["target_nfe"] == nfe
+                ]
+                if theirs:  # the same NFE only
+                    best = max(theirs, key=lambda r: r["psnr"])
+                    rows.append(
+                        f"| phantom {task}, {nfe} NFE (PSNR dB) | {own['psnr']:.2f} (diffpir) | "
+                        f"DeepInverse DiffPIR, same prior, same NFE, best variant: "
+                        f"{best['psnr']:.2f} ({best.get('variant', '')}, {best['physics']}) |"
+                    )
     default = results / "default.json"
     if default.exists():
         rep = json.loads(default.read_text())

@@ -100,6 +100,26 @@ def test_report_assembles_results(tmp_path):
     )
 
 
+def test_summary_compares_deepinv_at_the_same_nfe(tmp_path):
+    def row(package, sampler, nfe, psnr):
+        return {
+            "package": package,
+            "sampler": sampler,
+            "target_nfe": nfe,
+            "psnr": psnr,
+            "variant": "v",
+            "physics": "p",
+        }
+
+    rows = [row("invdiff", "diffpir", 25, 30.0), row("invdiff", "diffpir", 50, 31.0)]
+    rows += [row("deepinv", "DiffPIR", 25, 29.0), row("deepinv", "DiffPIR", 50, 33.0)]
+    (tmp_path / "deepinv.json").write_text(json.dumps({"tasks": {"mri8": {"rows": rows}}}))
+    lines = [x for x in report.summary(tmp_path).splitlines() if "phantom mri8" in x]
+    assert len(lines) == 2
+    assert "25 NFE" in lines[0] and "| 30.00 (diffpir) |" in lines[0] and ": 29.00 (" in lines[0]
+    assert "50 NFE" in lines[1] and "| 31.00 (diffpir) |" in lines[1] and ": 33.00 (" in lines[1]
+
+
 def test_render_reproduces_the_committed_markdown():
     results = datasets.DATA.parent / "results"
     for name in ("harness", "harness_200nfe"):
