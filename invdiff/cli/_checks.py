@@ -106,6 +106,7 @@ def check_sampling(
     noise: float | None = None,
     sigma_start: float | None = None,
     tv: float | None = None,
+    kappa: float | None = None,
 ) -> None:
     """Refuse impossible sampling knobs (shared by solve and sample) before any work."""
     require(
@@ -121,6 +122,7 @@ def check_sampling(
             "--noise": within(noise, 0, 1000),
             "--sigma-start": within(sigma_start, 0, 1e5),
             "--tv": within(tv, 0, 1e3),
+            "--kappa": within(kappa, 1, 100),
         }
     )
 

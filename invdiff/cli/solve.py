@@ -103,6 +103,12 @@ def solve(
         help="DiffPIR: add total variation to each data step, weighted like a TV denoiser at "
         "TV x the step's noise level (default 0: none; 0.5-1 for piecewise-constant objects).",
     ),
+    kappa: float | None = typer.Option(
+        None,
+        "--kappa",
+        help="DiffPIR: denoise at kappa x each step's noise level, >= 1 (default 1), so that "
+        "what earlier steps got wrong is removed with the noise.",
+    ),
     predictor: str | None = typer.Option(None, help="PC predictor (PC-based strategies)."),
     samples: int = typer.Option(4, "--samples", help="Posterior samples per slice (std needs 2)."),
     simulate: bool = typer.Option(False, "--simulate", help="Measure /image with the operators."),
@@ -146,10 +152,11 @@ def solve(
         noise=noise,
         sigma_start=sigma_start,
         tv=tv,
+        kappa=kappa,
     )
     check_image_size(image_size, 8192)
     given = {"steps": steps, "snr": snr, "lam": lam, "zeta": zeta, "cg_iters": cg_iters}
-    given.update(sigma_start=sigma_start, tv=tv)
+    given.update(sigma_start=sigma_start, tv=tv, kappa=kappa)
     options = _knobs(strategy, {**given, "predictor": predictor})
     model_path = resolve_model(model)
     rank, world, local_rank = torchrun.ranks()

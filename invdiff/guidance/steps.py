@@ -192,6 +192,27 @@ def data_proximal(
     return x
 
 
+def inflated_tweedie(sde: SDE, score, x: Tensor, t: Tensor, kappa: float = 1.0) -> Tensor:
+    """Return the denoised estimate of x_t, the denoiser told that the noise-to-signal ratio is
+    kappa x sigma_t / alpha_t (kappa 1: plain Tweedie).
+
+    A sampler's state is not exactly x_0 + noise at its nominal level: what earlier steps got
+    wrong is left in it (the exposure bias of Ning et al., "Elucidating the exposure bias in
+    diffusion models", ICLR 2024). Li, Qu, Yao, Sun, Moens ("Alleviating exposure bias in
+    diffusion models through sampling with shifted time steps", ICLR 2024) therefore evaluate
+    the network at a later time step whose noise level matches the state's actual variance;
+    here the shift is a fixed factor on the noise level. The state is rescaled to that time
+    (x_t / alpha_t x alpha_t'), which leaves VE states as they are.
+    """
+    if kappa == 1:
+        return tweedie(sde, x, t, score.score(x, t))
+    alpha, sigma = sde.coefficients(t)
+    t2 = sde.time_of_ratio(kappa * sigma.double() / alpha.double()).to(t)
+    alpha2, _ = sde.coefficients(t2)
+    x2 = x * bc(alpha2 / alpha, x)
+    return tweedie(sde, x2, t2, score.score(x2, t2))
+
+
 def diffpir_step(
     x,
     t,
@@ -206,6 +227,7 @@ def diffpir_step(
     cg_iters: int = 10,
     cg_rtol: float = 0.0,
     tv: float = 0.0,
+    kappa: float = 1.0,
 ):
     """DiffPIR step (Zhu et al., "Denoising Diffusion Models for Plug-and-Play Image
     Restoration", CVPR Workshops 2023, Alg. 1).
@@ -220,11 +242,15 @@ def diffpir_step(
     ``tv`` > 0 adds a total-variation term to the data subproblem with the weight of a TV
     denoiser at tv x sigmabar_t (:func:`data_proximal`): strong while the estimate is noisy,
     vanishing as it sharpens; it lends the local prior TV's global preference for sparse edges.
+
+    ``kappa`` > 1 denoises as if the noise level were kappa x sigmabar_t (:func:`inflated_tweedie`):
+    x_t is the last data-consistent estimate plus fresh noise, so it also carries that
+    estimate's own error, which the denoiser should remove with the noise.
     """
     tt, ss = time_vector(t, x), time_vector(s, x)
     alpha_t, sigma_t = sde.coefficients(tt)
     alpha_s, sigma_s = sde.coefficients(ss)
-    x0 = tweedie(sde, x, tt, score.score(x, tt))
+    x0 = inflated_tweedie(sde, score, x, tt, kappa)
     rho = lam * (alpha_t / sigma_t) ** 2
     weight = tv * sigma_t / alpha_t if tv > 0 else None
     x0 = data_proximal(x0, measurements, rho, cg_iters, cg_rtol, weight)

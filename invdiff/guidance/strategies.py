@@ -177,6 +177,7 @@ def solve_diffpir(
     cg_rtol=0.0,
     sigma_start=None,
     tv=0.0,
+    kappa=1.0,
 ) -> SampleResult:
     """DiffPIR (Zhu et al. 2023): :func:`diffpir_step` as the predictor; steps + 1 NFE.
 
@@ -212,7 +213,10 @@ def solve_diffpir(
     """
     start = p.warm_start(sigma_start)  # checks sigma_start before any network call
     tv = nonnegative("tv", tv)
+    if not (kappa >= 1 and math.isfinite(kappa)):
+        raise ValueError(f"kappa must be a finite number >= 1, got {kappa}")
     knobs = {"lam": lam, "zeta": zeta, "cg_iters": cg_iters, "cg_rtol": cg_rtol, "tv": tv}
+    knobs["kappa"] = float(kappa)
     step = functools.partial(diffpir_step, measurements=p.measurements, **knobs)
     return p.run(step, steps, start=start)
 

@@ -230,6 +230,8 @@ def test_bad_inputs(tmp_path, truth64):
         (["solve", "--operator", "ct_sparse", "--views", "many", ok], ["takes a int"]),
         (["solve", *ct, "--simulate", ok, "--strategy", "magic"], ["--strategy"]),
         (["solve", *ct, "--simulate", ok, "--strategy", "dps", "--lambda", "1"], ["--lambda"]),
+        (["solve", *ct, "--simulate", ok, "--kappa", "0.5"], ["--kappa", "[1, 100]"]),
+        (["solve", *ct, "--simulate", ok, "--strategy", "dps", "--kappa", "2"], ["--kappa"]),
         (["solve", ok], ["--operator"]),
         (
             [

@@ -510,3 +510,34 @@ def test_diffpir_tv_knob_is_off_by_default_and_checked():
     for bad in (-1.0, float("nan")):
         with pytest.raises(ValueError, match="tv"):
             run(prior, sde, ops[1:], ys[1:], range(2), strategy="diffpir", steps=3, tv=bad)
+
+
+@pytest.mark.parametrize("sde", [VESDE(0.01, 20.0), VPSDE()], ids=["ve", "vp"])
+def test_inflated_tweedie_denoises_at_kappa_times_the_noise_level(sde):
+    from invdiff.guidance import steps
+
+    # x_0 ~ N(0, c I): E[x_0 | x_t] at noise-to-signal ratio r is x_t / alpha_t * c / (c + r^2);
+    # told the ratio is kappa r, the estimate is x_t / alpha_t * c / (c + kappa^2 r^2).
+    c, kappa = 0.04, 1.5
+    prior = GaussianScore(sde, torch.zeros(D, dtype=F64), c * torch.eye(D, dtype=F64))
+    x = torch.randn(3, *SHAPE, dtype=F64, generator=torch.Generator().manual_seed(0))
+    t = torch.tensor([0.2, 0.4, 0.6], dtype=F64)
+    alpha, sigma = sde.coefficients(t)
+    r2 = (sigma / alpha)[:, None, None, None] ** 2
+    got = steps.inflated_tweedie(sde, prior, x, t, kappa)
+    want = x / alpha[:, None, None, None] * c / (c + kappa**2 * r2)
+    assert torch.allclose(got, want, rtol=1e-8, atol=1e-10)
+    assert torch.equal(
+        steps.inflated_tweedie(sde, prior, x, t), tweedie(sde, x, t, prior.score(x, t))
+    )
+
+
+def test_diffpir_kappa_knob_is_one_by_default_and_checked():
+    sde, prior, ops, ys, _, _ = make_problem()
+    default = run(prior, sde, ops[1:], ys[1:], range(2), strategy="diffpir", steps=3)
+    one = run(prior, sde, ops[1:], ys[1:], range(2), strategy="diffpir", steps=3, kappa=1.0)
+    more = run(prior, sde, ops[1:], ys[1:], range(2), strategy="diffpir", steps=3, kappa=1.3)
+    assert torch.equal(default.x, one.x) and not torch.allclose(default.x, more.x)
+    for bad in (0.5, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="kappa"):
+            run(prior, sde, ops[1:], ys[1:], range(2), strategy="diffpir", steps=3, kappa=bad)
