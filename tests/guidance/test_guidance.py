@@ -329,6 +329,7 @@ def test_strategy_options_list_the_knobs():
         "cg_rtol",
         "sigma_start",
         "tv",
+        "kappa",
     }
 
 
@@ -500,16 +501,22 @@ def test_data_proximal_with_tv_converges_to_the_tv_denoiser(monkeypatch):
     assert (out - x0).abs().max() > 0.1  # the term acted
 
 
-def test_diffpir_tv_knob_is_off_by_default_and_checked():
+@pytest.mark.parametrize(
+    ("knob", "neutral", "on", "bad"),
+    [("tv", 0.0, 0.5, (-1.0, float("nan"))), ("kappa", 1.0, 1.3, (0.5, float("nan"), math.inf))],
+)
+def test_diffpir_knob_is_neutral_by_default_and_checked(knob, neutral, on, bad):
     sde, prior, ops, ys, _, _ = make_problem()
-    default = run(prior, sde, ops[1:], ys[1:], range(2), strategy="diffpir", steps=3)
-    off = run(prior, sde, ops[1:], ys[1:], range(2), strategy="diffpir", steps=3, tv=0.0)
-    on = run(prior, sde, ops[1:], ys[1:], range(2), strategy="diffpir", steps=3, tv=0.5)
-    assert torch.equal(default.x, off.x) and not torch.allclose(default.x, on.x)
-    assert guidance.resolved_options("diffpir", {}, ops[1:])["tv"] == 0.0
-    for bad in (-1.0, float("nan")):
-        with pytest.raises(ValueError, match="tv"):
-            run(prior, sde, ops[1:], ys[1:], range(2), strategy="diffpir", steps=3, tv=bad)
+
+    def go(**kw):
+        return run(prior, sde, ops[1:], ys[1:], range(2), strategy="diffpir", steps=3, **kw)
+
+    default, off, with_it = go(), go(**{knob: neutral}), go(**{knob: on})
+    assert torch.equal(default.x, off.x) and not torch.allclose(default.x, with_it.x)
+    assert guidance.resolved_options("diffpir", {}, ops[1:])[knob] == neutral
+    for value in bad:
+        with pytest.raises(ValueError, match=knob):
+            go(**{knob: value})
 
 
 @pytest.mark.parametrize("sde", [VESDE(0.01, 20.0), VPSDE()], ids=["ve", "vp"])
@@ -530,14 +537,3 @@ def test_inflated_tweedie_denoises_at_kappa_times_the_noise_level(sde):
     assert torch.equal(
         steps.inflated_tweedie(sde, prior, x, t), tweedie(sde, x, t, prior.score(x, t))
     )
-
-
-def test_diffpir_kappa_knob_is_one_by_default_and_checked():
-    sde, prior, ops, ys, _, _ = make_problem()
-    default = run(prior, sde, ops[1:], ys[1:], range(2), strategy="diffpir", steps=3)
-    one = run(prior, sde, ops[1:], ys[1:], range(2), strategy="diffpir", steps=3, kappa=1.0)
-    more = run(prior, sde, ops[1:], ys[1:], range(2), strategy="diffpir", steps=3, kappa=1.3)
-    assert torch.equal(default.x, one.x) and not torch.allclose(default.x, more.x)
-    for bad in (0.5, float("nan"), float("inf")):
-        with pytest.raises(ValueError, match="kappa"):
-            run(prior, sde, ops[1:], ys[1:], range(2), strategy="diffpir", steps=3, kappa=bad)
