@@ -22,20 +22,38 @@ def fmt_row(task: str, r: dict) -> str:
     )
 
 
+def own_rows(rows: list[dict]) -> list[dict]:
+    """Return invdiff's default-strategy (diffpir) rows that ran."""
+    return [
+        r for r in rows if r["package"] == "invdiff" and r["sampler"] == "diffpir" and "psnr" in r
+    ]
+
+
+def best_peer(rows: list[dict], nfe: int, sampler: str | None = None) -> dict | None:
+    """Return the DeepInverse row that ran at ``nfe`` (of ``sampler``, or any) with the highest
+    mean PSNR, or None."""
+    peers = [
+        r
+        for r in rows
+        if r["package"] == "deepinv"
+        and "psnr" in r
+        and r["target_nfe"] == nfe
+        and sampler in (None, r["sampler"])
+    ]
+    return max(peers, key=lambda r: r["psnr"], default=None)
+
+
 def paired_lines(report: dict) -> list[str]:
     """Return the section comparing, image by image, invdiff's default strategy at each NFE with
     the strongest DeepInverse row (highest mean PSNR, any sampler and variant) at each NFE no
     smaller: the question the issue asks (ahead in PSNR at equal NFE, or in time at equal PSNR)."""
     out = []
     for task, res in report["tasks"].items():
-        rows = [r for r in res["rows"] if "not_run" not in r and r.get("per_image_psnr")]
-        ours = [r for r in rows if r["package"] == "invdiff" and r["sampler"] == "diffpir"]
-        theirs = [r for r in rows if r["package"] == "deepinv"]
-        for a in ours:
-            for nfe in sorted(
-                {r["target_nfe"] for r in theirs if r["target_nfe"] >= a["target_nfe"]}
-            ):
-                best = max((r for r in theirs if r["target_nfe"] == nfe), key=lambda r: r["psnr"])
+        rows = [r for r in res["rows"] if r.get("per_image_psnr")]
+        nfes = sorted({r["target_nfe"] for r in rows if r["package"] == "deepinv"})
+        for a in own_rows(rows):
+            for nfe in (n for n in nfes if n >= a["target_nfe"]):
+                best = best_peer(rows, nfe)  # exists: nfe is taken from these rows
                 d = np.subtract(a["per_image_psnr"], best["per_image_psnr"])
                 se = d.std(ddof=1) / np.sqrt(len(d)) if len(d) > 1 else float("nan")
                 variant = (

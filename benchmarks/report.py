@@ -13,7 +13,11 @@ from __future__ import annotations
 
 import argparse
 import re
+import sys
 from pathlib import Path
+
+if not __package__:  # run by path: import benchmarks as a package, not its modules
+    sys.path[0] = str(Path(__file__).resolve().parents[1])
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -62,6 +66,8 @@ def summary(results: Path) -> str:
     """Return a short table of headline figures read from the JSON results (empty if absent)."""
     import json
 
+    from benchmarks.deepinv_report import best_peer, own_rows
+
     rows = []
     ood = results / "ood.json"
     if ood.exists():
@@ -74,20 +80,10 @@ def summary(results: Path) -> str:
     peer = results / "deepinv.json"
     if peer.exists():
         for task, v in json.loads(peer.read_text())["tasks"].items():
-            rows_ = [r for r in v["rows"] if "psnr" in r]
-            for own in (
-                r for r in rows_ if r["package"] == "invdiff" and r["sampler"] == "diffpir"
-            ):
+            for own in own_rows(v["rows"]):
                 nfe = own["target_nfe"]
-                theirs = [
-                    r
-                    for r in rows_
-                    if r["package"] == "deepinv"
-                    and r["sampler"] == "DiffPIR"
-                    and r["target_nfe"] == nfe
-                ]
-                if theirs:  # the same NFE only
-                    best = max(theirs, key=lambda r: r["psnr"])
+                best = best_peer(v["rows"], nfe, "DiffPIR")  # the same NFE only
+                if best is not None:
                     rows.append(
                         f"| phantom {task}, {nfe} NFE (PSNR dB) | {own['psnr']:.2f} (diffpir) | "
                         f"DeepInverse DiffPIR, same prior, same NFE, best variant: "

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
+from typing import TypeVar
 
 from invdiff.errors import InvdiffError
+
+T = TypeVar("T")
 
 
 def ranks() -> tuple[int, int, int]:
@@ -23,3 +27,8 @@ def ranks() -> tuple[int, int, int]:
             "WORLD_SIZE: unset them or start the command with torchrun"
         )
     return rank, world, local
+
+
+def share(items: Sequence[T], rank: int, world: int) -> list[T]:
+    """Return the items process ``rank`` of ``world`` handles: rank, rank + world, ..."""
+    return list(items[rank::world])

@@ -167,7 +167,7 @@ def solve(
         dev = f"cuda:{local_rank}"
     score_model, config = load_model(model_path, dev)
     job = SolveJob(registry, specs, score_model, config, model_path, dev, clip, image_size)
-    mine = list(zip(inputs, outputs, strict=True))[rank::world]  # torchrun: round-robin
+    mine = torchrun.share(list(zip(inputs, outputs, strict=True)), rank, world)
     if len(mine) > 1:  # every input is read and checked before the first is sampled
         for src, _ in mine:
             job.prepare(src, samples, simulate, noise, seed)
@@ -218,8 +218,8 @@ def _outputs(
     """Return one output path per input after checking every input and output path (outputs:
     distinct, not an input or the model, in existing folders, overwritten only with --force).
 
-    Under torchrun each process checks only the outputs it writes (inputs rank, rank + world,
-    ...): another process may already have written its own."""
+    Under torchrun each process checks only the outputs it writes (:func:`torchrun.share`):
+    another process may already have written its own."""
     for src in inputs:
         if src.is_dir():
             raise InvdiffError(f"input {src} is a folder; give the HDF5 files in it")
@@ -236,6 +236,7 @@ def _outputs(
     else:
         paths = [out]
     writer: dict[Path, Path] = {}
+    own = set(torchrun.share(range(len(paths)), rank, world))
     for k, (src, dst) in enumerate(zip(inputs, paths, strict=True)):
         first = writer.setdefault(dst.resolve(), src)
         if first is not src:
@@ -243,7 +244,7 @@ def _outputs(
                 f"inputs {first} and {src} would both write {dst}; give each input once, with "
                 "different file names, or solve them separately"
             )
-        if k % world == rank:
+        if k in own:
             check_outputs({"--out": dst, "--png": png}, [*inputs, model], force)
     return paths
 

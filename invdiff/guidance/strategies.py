@@ -45,13 +45,14 @@ def start_level(sigma_start: float | None, operators: Sequence[Operator]) -> flo
     if sigma_start is None:
         measured = [op for op in operators if not op.time_conditional]
         sigma_start = measured[0].warm_start_sigma if measured else 0.0
-    return nonnegative("sigma_start", sigma_start)
+    return at_least("sigma_start", sigma_start)
 
 
-def nonnegative(name: str, value: float) -> float:
-    """Return ``value`` as a float; raise ValueError naming ``name`` unless it is finite, >= 0."""
-    if not (value >= 0 and math.isfinite(value)):
-        raise ValueError(f"{name} must be a finite number >= 0, got {value}")
+def at_least(name: str, value: float, low: float = 0.0) -> float:
+    """Return ``value`` as a float; raise ValueError naming ``name`` unless it is finite and
+    >= ``low``."""
+    if not (value >= low and math.isfinite(value)):
+        raise ValueError(f"{name} must be a finite number >= {low:g}, got {value}")
     return float(value)
 
 
@@ -217,11 +218,8 @@ def solve_diffpir(
     -0.3) and 0.08 dB on the harness's phantoms (docs/models.md, "Sampler defaults").
     """
     start = p.warm_start(sigma_start)  # checks sigma_start before any network call
-    tv = nonnegative("tv", tv)
-    if not (kappa >= 1 and math.isfinite(kappa)):
-        raise ValueError(f"kappa must be a finite number >= 1, got {kappa}")
-    knobs = {"lam": lam, "zeta": zeta, "cg_iters": cg_iters, "cg_rtol": cg_rtol, "tv": tv}
-    knobs["kappa"] = float(kappa)
+    knobs = {"lam": lam, "zeta": zeta, "cg_iters": cg_iters, "cg_rtol": cg_rtol}
+    knobs.update(tv=at_least("tv", tv), kappa=at_least("kappa", kappa, 1.0))
     step = functools.partial(diffpir_step, measurements=p.measurements, **knobs)
     return p.run(step, steps, start=start)
 
