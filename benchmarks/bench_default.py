@@ -7,7 +7,9 @@ validation images, results/tune_fast50_phantoms.md on the harness's validation p
 script chooses nothing. Rows per task: the default (strategy ``DEFAULT_STRATEGY`` with the knobs
 of its signature, as `invdiff solve` runs it) and the 200-NFE settings: the same knobs with 199
 steps, from pure noise and from the default's warm start (when it has one; sigma_start None is
-each operator's own level, ``Operator.warm_start_sigma``).
+each operator's own level, ``Operator.warm_start_sigma``), each also with kappa 1 where the
+default inflates the noise level (kappa None is each operator's own factor,
+``Operator.noise_inflation``: the best 200-NFE setting may not need it).
 
     python benchmarks/bench_default.py --n-images 16 --samples 2 --threads 1
 
@@ -21,6 +23,7 @@ import os
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch: libgomp spin-waits otherwise
 
 import argparse  # noqa: E402
+import json  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
@@ -37,7 +40,7 @@ from benchmarks.common import machine, write_results  # noqa: E402
 from benchmarks.harness_config import Config  # noqa: E402
 from invdiff.core.checkpoint import load_model, resolve_model  # noqa: E402
 from invdiff.eval.metrics import psnr  # noqa: E402
-from invdiff.guidance import DEFAULT_STRATEGY, strategy_options  # noqa: E402
+from invdiff.guidance import DEFAULT_STRATEGY, resolved_options, strategy_options  # noqa: E402
 
 TASKS = ("ct23", "ct8", "mri4", "mri8", "inpaint70")  # issue 17: CT 23 / 8, MRI 4x / 8x, inpainting
 MAX_NFE = 50
@@ -48,21 +51,27 @@ REFERENCE_STEPS = 199  # 200 NFE with the final denoising step
 def settings(default: dict) -> dict[str, dict]:
     """Return {label: knobs}: the default and the 200-NFE settings it is measured against."""
     noise = {"sigma_start": 0.0} if "sigma_start" in default else {}
-    out = {
-        "default": dict(default),
-        "200 NFE from noise": {**default, "steps": REFERENCE_STEPS, **noise},
-    }
+    reference = {"200 NFE from noise": {**default, "steps": REFERENCE_STEPS, **noise}}
     start = default.get("sigma_start", 0.0)
     if start is None:  # each operator's own warm-start level
-        out["200 NFE from the operator's start level"] = {**default, "steps": REFERENCE_STEPS}
+        reference["200 NFE from the operator's start level"] = {**default, "steps": REFERENCE_STEPS}
     elif start:
-        out[f"200 NFE from noise level {start:g}"] = {**default, "steps": REFERENCE_STEPS}
-    return out
+        reference[f"200 NFE from noise level {start:g}"] = {**default, "steps": REFERENCE_STEPS}
+    if default.get("kappa", 1.0) != 1.0:  # also without the noise inflation it brings
+        plain = {f"{label}, kappa 1": {**k, "kappa": 1.0} for label, k in reference.items()}
+        reference.update(plain)
+    return {"default": dict(default), **reference}
 
 
-def run_task(model, config, split: dict, args, knobs: dict) -> dict:
-    """Reconstruct the first n test images with one setting; return PSNR, NFE and time."""
+def run_task(model, config, split: dict, args, knobs: dict, done: dict) -> dict:
+    """Reconstruct the first n test images with one setting; return PSNR, NFE, time and the
+    knobs it ran with. A setting that resolves to knobs already run on this task (``done``:
+    {knobs as JSON: row}; e.g. kappa 1 where the operator's own factor is 1) reuses that row."""
     op = harness_tasks.diffpir_op(split)
+    used = resolved_options(args.strategy, knobs, [op])
+    key = json.dumps(used, sort_keys=True)
+    if key in done:
+        return done[key]
     y, truth = split["y"][: args.n_images], split["truth"][: args.n_images]
     run = SimpleNamespace(
         strategy=args.strategy,
@@ -73,12 +82,14 @@ def run_task(model, config, split: dict, args, knobs: dict) -> dict:
     )
     samples, secs, nfe = bench_ood.invdiff_rows(model, config, op, y, run)
     per_image = psnr(samples.mean(1), truth.numpy())
-    return {
+    done[key] = {
         "psnr": float(per_image.mean()),
         "per_image": per_image.tolist(),
         "nfe": nfe,
         "seconds_per_image": secs,
+        "options": used,
     }
+    return done[key]
 
 
 def markdown(report: dict) -> str:
@@ -113,6 +124,17 @@ def markdown(report: dict) -> str:
             + f" | {rows['gap']:+.2f} | {'yes' if rows['within'] else 'no'} |"
         )
     lines += ["", "In brackets: seconds per image, all samples included."]
+    own = {
+        task: {k: rows["default"]["options"].get(k) for k in ("sigma_start", "kappa")}
+        for task, rows in report["tasks"].items()
+        if "options" in rows["default"]
+    }
+    if own:  # the operator-dependent knobs the default ran with
+        lines.append(
+            "The default's start level and kappa per task: "
+            + ", ".join(f"{t} {v['sigma_start']:.3g} / {v['kappa']:g}" for t, v in own.items())
+            + "."
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -135,9 +157,9 @@ def main() -> None:
     t0 = time.perf_counter()
     tasks, nfe = {}, {}
     for task in args.tasks:
-        rows = {}
+        rows, done = {}, {}
         for label, knobs in chosen.items():
-            rows[label] = run_task(model, config, data[task]["test"], args, knobs)
+            rows[label] = run_task(model, config, data[task]["test"], args, knobs, done)
             nfe[label] = rows[label]["nfe"]
             print(task, label, f"{rows[label]['psnr']:.2f} dB", flush=True)
         best = max(r["psnr"] for lab, r in rows.items() if lab != "default")

@@ -341,16 +341,22 @@ def markdown(report: dict) -> str:
         memory = "Peak resident memory of the process after each size (MiB): " + ", ".join(
             f"{k} px: {v:.0f}" for k, v in report["peak_rss_mib"].items()
         )
-    starts = {
-        f"{r['task']} {r['size']} px": r["invdiff_options"]["sigma_start"]
+    own = {  # the knobs each operator chose (Operator.warm_start_sigma, .noise_inflation)
+        f"{r['task']} {r['size']} px": [
+            r["invdiff_options"].get(k) for k in ("sigma_start", "kappa")
+        ]
         for r in report["rows"]
         if r.get("invdiff_options", {}).get("sigma_start") is not None
     }
-    if starts:  # the warm-start level each operator chose (Operator.warm_start_sigma)
+    if own:
+        kappa = all(k is not None for _, k in own.values())  # older reports lack kappa
         lines += [
             "",
-            "invdiff's start noise level: "
-            + ", ".join(f"{k} {v:.3g}" for k, v in starts.items())
+            f"invdiff's start noise level{' / kappa' if kappa else ''}: "
+            + ", ".join(
+                f"{key} {start:.3g}" + (f" / {k:g}" if kappa else "")
+                for key, (start, k) in own.items()
+            )
             + ".",
         ]
     lines += ["", memory, ""]

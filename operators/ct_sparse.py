@@ -95,6 +95,13 @@ class CTSparse(LinearOperator):
     """Project each channel along ``views`` parallel-beam angles: y = W x, shape (B, C, V, D)."""
 
     name: ClassVar[str] = "ct_sparse"
+    #: Chosen on validation images only (docs/models.md, "Sampler defaults"; 49 steps, 2
+    #: samples), CT 23 / 8 views at kappa 1 / 1.15 / 1.3 / 1.5: the suite's validation images at
+    #: 128 px 32.04 / 32.66 / 32.88 / 32.95 and 25.27 / 25.28 / 25.21 / 25.12 dB, the harness's
+    #: validation phantoms 44.02 / 44.14 / 44.18 / 44.15 and 29.29 / 29.50 / 29.55 / 29.55; 256 px,
+    #: 23 views, kappa 1 / 1.3: 29.94 / 31.11. Mean: 32.66 / 32.90 /
+    #: 32.96 / 32.94 (the four figures above at 128 and 64 px).
+    noise_inflation: ClassVar[float] = 1.3
     params: ClassVar[tuple[Param, ...]] = (
         Param("views", int, 23, "number of projection angles, equispaced over [0, pi)"),
         Param("detectors", int, 0, "detector bins of unit width; 0: ceil(sqrt(H^2 + W^2))"),

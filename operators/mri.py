@@ -109,6 +109,12 @@ class MRI(MaskGeometry, LinearOperator):
     """Sample the centred orthonormal k-space of a real image: y = M F x (complex)."""
 
     name: ClassVar[str] = "mri"
+    #: Chosen on validation images only (docs/models.md, "Sampler defaults"; 49 steps, 2
+    #: samples), MRI 4x / 8x at kappa 1 / 1.15 / 1.3 / 1.5: the suite's validation images at
+    #: 128 px 29.01 / 29.74 / 30.13 / 30.26 and 25.07 / 25.27 / 25.33 / 25.40 dB, the harness's
+    #: validation phantoms 29.20 / 29.48 / 29.43 / 29.26 and 25.35 / 25.30 / 25.23 / 25.16; mean of
+    #: the four 27.16 / 27.45 / 27.53 / 27.52.
+    noise_inflation: ClassVar[float] = 1.3
     exact_pseudo_inverse: ClassVar[bool] = True
     params: ClassVar[tuple[Param, ...]] = (
         Param("mask", str, "equispaced", "sampling pattern", MASKS),

@@ -106,8 +106,9 @@ def solve(
     kappa: float | None = typer.Option(
         None,
         "--kappa",
-        help="DiffPIR: denoise at kappa x each step's noise level, >= 1 (default 1), so that "
-        "what earlier steps got wrong is removed with the noise.",
+        help="DiffPIR: denoise at kappa x each step's noise level, >= 1, so that what earlier "
+        "steps got wrong is removed with the noise (default: the operator's own, ct_sparse and "
+        "mri 1.3, others 1).",
     ),
     predictor: str | None = typer.Option(None, help="PC predictor (PC-based strategies)."),
     samples: int = typer.Option(4, "--samples", help="Posterior samples per slice (std needs 2)."),

@@ -104,6 +104,12 @@ class Operator(nn.Module):
     #: to hide the baseline's typical error, low enough to keep what it got right. An operator
     #: whose baseline is better or worse than most sets its own, chosen on validation images.
     warm_start_sigma: ClassVar[float] = 0.5
+    #: Factor kappa >= 1 by which a DiffPIR-style strategy inflates each step's noise level before
+    #: denoising (:func:`invdiff.guidance.steps.inflated_tweedie`, ``--kappa``): the states carry
+    #: the previous estimate's error on top of the nominal noise, so far from this operator's
+    #: kind of data the denoiser is told a level slightly above the nominal one. 1 (plain
+    #: Tweedie) unless an operator chose another on validation images.
+    noise_inflation: ClassVar[float] = 1.0
 
     def __init__(self, image_shape: tuple[int, int, int], *, noise_std: float = DEFAULT_NOISE_STD):
         super().__init__()

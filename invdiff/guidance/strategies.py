@@ -38,14 +38,24 @@ from invdiff.guidance.steps import (
 # Strategies: fn(problem, *, knobs) -> SampleResult ---------------------------------------------
 
 
-def start_level(sigma_start: float | None, operators: Sequence[Operator]) -> float:
-    """Return the noise level a warm start begins at: ``sigma_start``, or where it is None the
-    first measured operator's :attr:`~invdiff.core.operator.Operator.warm_start_sigma`.
-    Raise ValueError unless it is a finite number >= 0 (0: start from noise)."""
-    if sigma_start is None:
+#: Knobs whose default (None) is the first measured operator's own value: knob -> (operator
+#: attribute, value without a measured operator, lowest allowed value).
+OPERATOR_KNOBS: dict[str, tuple[str, float, float]] = {
+    "sigma_start": ("warm_start_sigma", 0.0, 0.0),  # 0: start from noise
+    "kappa": ("noise_inflation", 1.0, 1.0),  # 1: plain Tweedie
+}
+
+
+def operator_knob(knob: str, value: float | None, operators: Sequence[Operator]) -> float:
+    """Return ``value``, or where it is None the first measured operator's own value of ``knob``
+    (:data:`OPERATOR_KNOBS`: sigma_start is ``Operator.warm_start_sigma``, kappa is
+    ``Operator.noise_inflation``). Raise ValueError naming the knob unless it is finite and at
+    least the knob's lowest value."""
+    attribute, fallback, low = OPERATOR_KNOBS[knob]
+    if value is None:
         measured = [op for op in operators if not op.time_conditional]
-        sigma_start = measured[0].warm_start_sigma if measured else 0.0
-    return at_least("sigma_start", sigma_start)
+        value = getattr(measured[0], attribute) if measured else fallback
+    return at_least(knob, value, low)
 
 
 def at_least(name: str, value: float, low: float = 0.0) -> float:
@@ -74,12 +84,17 @@ class Problem:
         corrector = make_corrector("langevin", snr=snr) if snr > 0 else no_step
         return self.run(PREDICTORS[predictor], steps, score, corrector, project)
 
+    @property
+    def operators(self) -> list[Operator]:
+        """Return the measured operators, in order."""
+        return [m.op for m in self.measurements]
+
     def warm_start(self, sigma: float | None) -> tuple[Tensor, float] | None:
         """Return (the first measured operator's classical baseline, sigma) to start the reverse
         process from (:func:`invdiff.core.samplers.warm_start`), or None (start from the prior at
         t = 1) when sigma is 0 or the operator has no baseline. sigma None: the operator's own
-        level (:func:`start_level`)."""
-        sigma = start_level(sigma, [m.op for m in self.measurements])
+        level (:func:`operator_knob`)."""
+        sigma = operator_knob("sigma_start", sigma, self.operators)
         if sigma == 0:
             return None
         m = self.measurements[0]
@@ -178,7 +193,7 @@ def solve_diffpir(
     cg_rtol=0.0,
     sigma_start=None,
     tv=0.0,
-    kappa=1.0,
+    kappa=None,
 ) -> SampleResult:
     """DiffPIR (Zhu et al. 2023): :func:`diffpir_step` as the predictor; steps + 1 NFE.
 
@@ -213,13 +228,15 @@ def solve_diffpir(
     cartoon-like objects (phantoms, machined parts) at strong undersampling.
 
     ``kappa`` >= 1 denoises at kappa x each step's noise level
-    (:func:`invdiff.guidance.steps.inflated_tweedie`). 1 by default for now; on validation 1.3
-    gained 0.37 dB on the suite's images at 128 px (flat regions and MRI 4x most, inpainting
-    -0.3) and 0.08 dB on the harness's phantoms (docs/models.md, "Sampler defaults").
+    (:func:`invdiff.guidance.steps.inflated_tweedie`). None (the default): the operator's own
+    factor, ``Operator.noise_inflation`` (ct_sparse and mri: 1.3; masking and others: 1). On
+    validation, 1.3 gained 0.37 dB on the suite's images at 128 px (flat regions and MRI 4x most)
+    and lost 0.3 on inpainting; 1.3 for CT and MRI with 1 for masking gained 0.43 dB there and
+    0.11 on the harness's phantoms (docs/models.md, "Sampler defaults").
     """
     start = p.warm_start(sigma_start)  # checks sigma_start before any network call
     knobs = {"lam": lam, "zeta": zeta, "cg_iters": cg_iters, "cg_rtol": cg_rtol}
-    knobs.update(tv=at_least("tv", tv), kappa=at_least("kappa", kappa, 1.0))
+    knobs.update(tv=at_least("tv", tv), kappa=operator_knob("kappa", kappa, p.operators))
     step = functools.partial(diffpir_step, measurements=p.measurements, **knobs)
     return p.run(step, steps, start=start)
 
@@ -325,8 +342,10 @@ def resolved_options(
     a warm start falls back to noise (:meth:`Problem.warm_start`), so sigma_start is 0."""
     given = {k: v for k, v in options.items() if v is not None}
     out = {**_run_knobs(strategy, any(not op.time_conditional for op in operators)), **given}
-    if "sigma_start" in out:
-        out["sigma_start"] = start_level(out["sigma_start"], operators) if baseline else 0.0
+    for knob in OPERATOR_KNOBS.keys() & out.keys():
+        out[knob] = operator_knob(knob, out[knob], operators)
+    if "sigma_start" in out and not baseline:
+        out["sigma_start"] = 0.0
     return out
 
 

@@ -88,6 +88,8 @@ def test_metadata_round_trip_and_input_untouched(tmp_path, truth64):
         # No --sigma-start: the operator's own warm-start level, recorded as the number used.
         level = CTSparse((1, 64, 64), views=8).warm_start_sigma
         assert json.loads(a["strategy_options"])["sigma_start"] == level != 0.5
+        # No --kappa: the operator's own factor (not the base class's 1), recorded likewise.
+        assert json.loads(a["strategy_options"])["kappa"] == CTSparse.noise_inflation != 1
         assert a["seed"] == 5 and a["samples_per_slice"] == 2 and a["device"] == "cpu"
         assert len(a["model_sha256"]) == 64 and a["nfe_per_sample"] == 25
         assert a["invdiff_version"] and a["wall_time_s"] > 0

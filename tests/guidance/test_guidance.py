@@ -432,25 +432,37 @@ def test_diffpir_warm_start_moves_samples_towards_the_posterior():
         run(prior, sde, ops[1:], ys[1:], range(2), strategy="diffpir", sigma_start=-1.0)
 
 
-def test_diffpir_starts_at_the_operators_level_unless_told():
-    """sigma_start None: the first measured operator's warm_start_sigma, the same run as that
-    number given explicitly; resolved_options reports the level used."""
+@pytest.mark.parametrize(
+    ("knob", "attribute", "own", "other"),
+    [("sigma_start", "warm_start_sigma", 0.3, 2.0), ("kappa", "noise_inflation", 1.4, 2.0)],
+)
+def test_diffpir_knob_defaults_to_the_operators_own_value(knob, attribute, own, other):
+    """knob None: the first measured operator's own value, the same run as that number given
+    explicitly; resolved_options reports the value used; the operator's value is checked."""
     sde, prior, ops, ys, _, _ = make_problem()
     dense = ops[1]
-    dense.warm_start_sigma = 0.3  # instance attribute: only this operator
-    own = run(prior, sde, ops[1:], ys[1:], range(2), strategy="diffpir", steps=3)
-    told = run(prior, sde, ops[1:], ys[1:], range(2), strategy="diffpir", steps=3, sigma_start=0.3)
-    other = run(prior, sde, ops[1:], ys[1:], range(2), strategy="diffpir", steps=3, sigma_start=2)
-    assert torch.equal(own.x, told.x) and not torch.allclose(own.x, other.x)
-    assert guidance.resolved_options("diffpir", {}, [dense])["sigma_start"] == 0.3
+    setattr(dense, attribute, own)  # instance attribute: only this operator
+
+    def go(**kw):
+        return run(prior, sde, ops[1:], ys[1:], range(2), strategy="diffpir", steps=3, **kw)
+
+    mine, told, different = go(), go(**{knob: own}), go(**{knob: other})
+    assert torch.equal(mine.x, told.x) and not torch.allclose(mine.x, different.x)
+    assert guidance.resolved_options("diffpir", {}, [dense])[knob] == own
+    assert guidance.resolved_options("diffpir", {knob: other}, [dense])[knob] == other
+    setattr(dense, attribute, float("nan"))
+    with pytest.raises(ValueError, match=knob):
+        go()
+
+
+def test_diffpir_without_a_baseline_reports_a_start_from_noise():
+    sde, prior, ops, ys, _, _ = make_problem()
+    dense = ops[1]
     assert guidance.resolved_options("diffpir", {"sigma_start": 0}, [dense])["sigma_start"] == 0
     no_base = guidance.resolved_options("diffpir", {"sigma_start": 2}, [dense], baseline=False)
     assert no_base["sigma_start"] == 0  # nothing to warm-start from: the run starts from noise
     default_steps = guidance.strategy_options("diffpir")["steps"]
     assert guidance.resolved_options("diffpir", {"steps": None}, [dense])["steps"] == default_steps
-    dense.warm_start_sigma = float("nan")
-    with pytest.raises(ValueError, match="sigma_start"):
-        run(prior, sde, ops[1:], ys[1:], range(2), strategy="diffpir", steps=3)
 
 
 def test_data_proximal_with_tv_lowers_the_tv_augmented_objective_per_sample():
