@@ -176,7 +176,7 @@ def tv_scores(task: str, size: int, names: list[str], op, ys, truths, args) -> d
     """Return the baseline and FISTA-TV scores of one group, from ``--tv-cache`` when it holds
     this exact computation (task, size, images, iterations, seed), else computed and cached."""
     key = group_key(task, size, names, args.seed, ",".join(VAL), args.fista_iters)
-    return _cached(args.tv_cache, key, lambda: _tv_compute(names, op, ys, truths, args))
+    return _cached(args.tv_cache, key, lambda: _tv_compute(names, op, ys, truths, args), "tv")
 
 
 def _tv_compute(names, op, ys, truths, args) -> dict:
@@ -209,10 +209,16 @@ def group_key(task: str, size: int, names, seed: int, *extra) -> str:
     return "|".join([task, str(size), NOISE, ",".join(names), str(seed), *map(str, extra)])
 
 
-def _cached(path: str, key: str, compute):
-    """Return cache[key] from the JSON file ``path`` or compute, store and return it."""
+#: Groups this process read from a cache instead of computing: {"tv": n, "invdiff": m}.
+CACHE_HITS: dict[str, int] = {"tv": 0, "invdiff": 0}
+
+
+def _cached(path: str, key: str, compute, kind: str):
+    """Return cache[key] from the JSON file ``path`` (counted in :data:`CACHE_HITS` under
+    ``kind``) or compute, store and return it."""
     cache = json.loads(Path(path).read_text()) if path and Path(path).exists() else {}
     if key in cache:
+        CACHE_HITS[kind] += 1
         return cache[key]
     value = compute()
     if path:
@@ -250,7 +256,7 @@ def invdiff_scores(task, size, names, op, ys, truths, model, config, args) -> li
             out.append(row)
         return out
 
-    return _cached(args.invdiff_cache, key, compute)
+    return _cached(args.invdiff_cache, key, compute, "invdiff")
 
 
 def run_group(task: str, size: int, names: list[str], model, config, registry, args) -> list:
@@ -300,12 +306,7 @@ def markdown(report: dict) -> str:
         f"Noise: each operator's default noise_std. SSIM: {SSIM_CONVENTION}. Machine: "
         f"{report['machine']['processor']}, {a['threads']} torch thread(s), "
         f"{report['wall_minutes']:.1f} min for this run"
-        + (
-            " (which read FISTA-TV and invdiff results from the caches of earlier runs of the same "
-            "computation: the per-image times in the table are theirs)"
-            if a.get("tv_cache") or a.get("invdiff_cache")
-            else ""
-        )
+        + cache_note(report)
         + f". Command: `{report['command']}`.",
         "",
         "| task | image | px | baseline | FISTA-TV val | FISTA-TV best | invdiff "
@@ -335,8 +336,8 @@ def markdown(report: dict) -> str:
             f"| {task} | {s['baseline']:.2f} | {s['tv_val']:.2f} | {s['tv_best']:.2f} | "
             f"{s['invdiff']:.2f} | {s['invdiff'] - s['tv_val']:+.2f} |"
         )
-    if a.get("tv_cache") or a.get("invdiff_cache"):
-        memory = "Peak memory: not measured by a run that reads caches; see scaling.md."
+    if reused(report)["invdiff"]:
+        memory = "Peak memory: not measured by a run that reads invdiff's results from a cache."
     else:
         memory = "Peak resident memory of the process after each size (MiB): " + ", ".join(
             f"{k} px: {v:.0f}" for k, v in report["peak_rss_mib"].items()
@@ -361,6 +362,27 @@ def markdown(report: dict) -> str:
         ]
     lines += ["", memory, ""]
     return "\n".join(lines)
+
+
+def reused(report: dict) -> dict[str, bool]:
+    """Return whether the run read any FISTA-TV or invdiff group from a cache (reports written
+    before the hits were counted: whether a cache was given)."""
+    a = report["args"]
+    hits = report.get(
+        "cache_hits", {"tv": bool(a.get("tv_cache")), "invdiff": bool(a.get("invdiff_cache"))}
+    )
+    return {kind: bool(n) for kind, n in hits.items()}
+
+
+def cache_note(report: dict) -> str:
+    """Return the sentence saying which results an earlier run computed (empty: none)."""
+    kinds = [k for k, hit in reused(report).items() if hit]
+    if not kinds:
+        return ""
+    what = " and ".join({"tv": "FISTA-TV", "invdiff": "invdiff"}[k] for k in kinds)
+    times = ": the per-image times in the table are theirs" if "invdiff" in kinds else ""
+    earlier = "the cache of an earlier run of the same computation"
+    return f" (which read {what} results from {earlier}{times})"
 
 
 def summarise(rows: list[dict]) -> dict:
@@ -436,6 +458,7 @@ def main() -> None:
         "machine": machine(args.threads),
         "wall_minutes": (time.perf_counter() - t0) / 60,
         "peak_rss_mib": peak,
+        "cache_hits": dict(CACHE_HITS),
         "rows": rows,
         "summary": summarise(rows),
     }

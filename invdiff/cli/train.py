@@ -33,6 +33,7 @@ from invdiff.errors import InvdiffError
 
 @user_errors
 def train(
+    ctx: typer.Context,
     data: list[Path] = typer.Argument(
         ..., help="HDF5 files with /images (N x C x H x W in [0, 1]), all of one image size."
     ),
@@ -73,6 +74,13 @@ def train(
     attn: str = typer.Option("", help="Feature-map sizes with attention, e.g. '16'."),
     seed: int = typer.Option(0, help="Seed of initialisation, batches and noise."),
     resume: bool = typer.Option(False, "--resume", help="Continue from OUT.train if present."),
+    init: str = typer.Option(
+        "",
+        "--init",
+        help="Start from this model's weights (a shipped name such as 'general', or a file): "
+        "fine-tuning on other data or crops; its network, SDE and preconditioning are used "
+        "unless given.",
+    ),
     force: Force = False,
     device: Device = "auto",
     threads: Threads = 0,
@@ -101,19 +109,32 @@ def train(
     crop_cfg = CropConfig(size=crop, zoom_max=zoom_max) if crop else None
     if crop > min(h, w):
         raise InvdiffError(f"--crop {crop} must be at most the image side {min(h, w)}")
-    net = UNetConfig(
-        channels=c,
-        base=base,
-        mult=parse_ints(mult, "--mult"),
-        num_res_blocks=res_blocks,
-        attn_resolutions=parse_ints(attn, "--attn", empty=True),
-        mid_attention=mid_attention,
-        norm=norm,
+    adopted, source = {}, None
+    if init:  # the model's network, SDE and preconditioning unless given on the command line
+        from invdiff.core.checkpoint import load_model, resolve_model
+        from invdiff.training.train import init_parts
+
+        source = resolve_model(init, "--init")
+        given = {k for k in ctx.params if str(ctx.get_parameter_source(k)).endswith("COMMANDLINE")}
+        adopted = init_parts(load_model(source)[1], given, c)
+    net = (
+        adopted.get("net")
+        or UNetConfig(
+            channels=c,
+            base=base,
+            mult=parse_ints(mult, "--mult"),
+            num_res_blocks=res_blocks,
+            attn_resolutions=parse_ints(attn, "--attn", empty=True),
+            mid_attention=mid_attention,
+            norm=norm,
+        ).to_dict()
     )
-    side = crop or h
-    if side % net.downsampling:
-        raise InvdiffError(f"image size {side} must be divisible by {net.downsampling} for --mult")
-    if sde == "ve":
+    side, down = crop or h, UNetConfig.from_dict(net).downsampling
+    if side % down:
+        raise InvdiffError(f"image size {side} must be divisible by {down} for --mult")
+    if "sde" in adopted:
+        sde_cfg = adopted["sde"]
+    elif sde == "ve":
         smax = sigma_max or max_pairwise_distance(torch.as_tensor(images))
         if smax <= sigma_min:
             raise InvdiffError(
@@ -124,11 +145,11 @@ def train(
     else:  # vp or subvp (checked)
         sde_cfg = {"name": sde, "beta_min": 0.1, "beta_max": 20.0}
     config = {
-        "net": net.to_dict(),
+        "net": net,
         "sde": sde_cfg,
         "image": {"channels": c, "size": side, "range": [0.0, 1.0], "any_size": bool(crop)},
         "sigma_data": float(images.std()),
-        "precond": precond,
+        "precond": adopted.get("precond", precond),
         "data": {"files": [d.name for d in data], "n": n, "attrs": attrs},
     }
     if crop_cfg is not None:
@@ -150,6 +171,10 @@ def train(
     )
     check_network_memory(build_model, config)
     model = seeded_build(build_model, config, seed)  # initial weights depend on --seed only
+    if source is not None:  # recorded in the config: --resume checks the same --init is given
+        from invdiff.training.train import initialise_from
+
+        config["init"] = initialise_from(model, config, source, init)
     run(
         images,
         model,

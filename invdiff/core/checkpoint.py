@@ -38,8 +38,9 @@ def shipped_models() -> list[str]:
     return sorted(p.stem for p in folder.glob("*.pt") if p.stem != "lesion_classifier")
 
 
-def resolve_model(name_or_path: str | Path | None) -> Path:
-    """Return the checkpoint path of a shipped model's name, or the path given; None: default."""
+def resolve_model(name_or_path: str | Path | None, flag: str = "--model") -> Path:
+    """Return the checkpoint path of a shipped model's name, or the path given; None: default.
+    ``flag`` is the option the error message names."""
     if name_or_path is None:
         return default_model_path()
     text = str(name_or_path)
@@ -48,7 +49,7 @@ def resolve_model(name_or_path: str | Path | None) -> Path:
     path = Path(text)
     if not path.is_file():
         raise InvdiffError(
-            f"--model {text} not found: no such file and no shipped model of that name; "
+            f"{flag} {text} not found: no such file and no shipped model of that name; "
             f"shipped: {', '.join(shipped_models())}"
         )
     return path

@@ -189,6 +189,52 @@ def compact_state(src: Path, dst: Path, dtype: torch.dtype = torch.bfloat16) -> 
     _write_state(dst, state)
 
 
+#: The parts of a model's config that a run started from its weights (``--init``) must share
+#: with it, and the `invdiff train` options that set each part.
+INIT_PARTS: dict[str, tuple[str, ...]] = {
+    "net": ("base", "mult", "res_blocks", "attn", "mid_attention", "norm"),
+    "sde": ("sde", "sigma_max", "sigma_min"),
+    "precond": ("precond",),
+}
+
+
+def init_parts(source: dict[str, Any], given: set[str], channels: int) -> dict[str, Any]:
+    """Return the parts of :data:`INIT_PARTS` that a run started from the model whose config is
+    ``source`` takes from it: those that no option in ``given`` (the options set on the command
+    line) sets, so `invdiff train new.h5 --init general` needs no network options. Raise
+    InvdiffError when the model's channels differ from the data's ``channels``."""
+    have = source["image"]["channels"]
+    if have != channels:
+        raise InvdiffError(
+            f"--init: the model has {have} channel(s) and the training images {channels}; start "
+            f"from a {channels}-channel model or train without --init"
+        )
+    return {part: source[part] for part, options in INIT_PARTS.items() if not given & set(options)}
+
+
+def initialise_from(model: ScoreModel, config: dict[str, Any], source: Path, given: str) -> dict:
+    """Copy the network weights of the model file ``source`` into ``model`` (fine-tuning a
+    trained prior on other data or crops) and return what the run's config records of it:
+    ``given`` (the name or path the user gave), the file's SHA-256 and its training steps.
+
+    Raise InvdiffError naming the first part of :data:`INIT_PARTS` that differs."""
+    src, src_config = ckpt.load_model(source)
+    for key, options in INIT_PARTS.items():
+        if src_config.get(key) != config.get(key):
+            flags = ", ".join("--" + o.replace("_", "-") for o in options)
+            raise InvdiffError(
+                f"--init {given}: its {key} {src_config.get(key)} differs from this run's "
+                f"{config.get(key)}; leave out {flags} (then the model's are used) or train "
+                "without --init"
+            )
+    model.net.load_state_dict(src.net.state_dict())
+    return {
+        "model": given,
+        "sha256": ckpt.file_sha256(source),
+        "steps_done": src_config.get("training", {}).get("steps_done", -1),
+    }
+
+
 def train(
     images: np.ndarray,
     model: ScoreModel,

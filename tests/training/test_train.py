@@ -126,6 +126,53 @@ def test_resume_reaches_the_same_weights(tiny_data, tmp_path):
     assert cfg["training"]["steps_done"] == 6
 
 
+def test_init_starts_from_a_models_weights_and_refuses_another_network(tiny_data, tmp_path):
+    """--init copies a model file's weights (fine-tuning) and records the file, its network and
+    SDE options coming from the file unless given; a network or SDE given that differs from the
+    file's, or a missing file, is a one-line error before training."""
+    from typer.testing import CliRunner
+
+    from invdiff.cli import app
+
+    runner = CliRunner()
+    own = ["--sigma-min", "0.02", "--res-blocks", "2"]  # not the defaults: must come from a.pt
+    _train(runner, tiny_data, tmp_path / "a.pt", 3, "--seed", "1", *own)  # fresh.pt has seed 0
+    source, source_cfg = ckpt.load_model(tmp_path / "a.pt")
+    slow = ["--lr", "1e-12", "--steps", "1", "--ckpt-every", "1"]  # barely moves the weights
+    bare = ["--threads", "1", "--no-progress", "--batch-size", "4", *slow]  # no network options
+    r = runner.invoke(
+        app,
+        ["train", tiny_data, "--out", str(tmp_path / "tuned.pt"), "--init", str(tmp_path / "a.pt")]
+        + bare,
+    )
+    assert r.exit_code == 0, r.output
+    _train(runner, tiny_data, tmp_path / "fresh.pt", 1, *slow, *own)
+    want = source.net.state_dict()
+    for name, weights in [("tuned", 1e-6), ("fresh", None)]:
+        got = _weights(tmp_path / f"{name}.pt")
+        gap = max(float((got[f"net.{k}"] - v).abs().max()) for k, v in want.items())
+        assert gap < weights if weights else gap > 1e-3, (name, gap)
+    _, cfg = ckpt.load_model(tmp_path / "tuned.pt")
+    assert all(cfg[k] == source_cfg[k] for k in ("net", "sde", "precond"))
+    assert cfg["init"] == {
+        "model": str(tmp_path / "a.pt"),
+        "sha256": ckpt.file_sha256(tmp_path / "a.pt"),
+        "steps_done": 3,
+    }
+    base = ["train", tiny_data, *bare]
+    for extra, words in [
+        (["--base", "16"], ["--init", "net", "differs"]),
+        (["--sigma-min", "0.05"], ["--init", "sde", "differs"]),
+        (["--init", "nosuch"], ["--init nosuch not found"]),
+    ]:
+        init = [] if "--init" in extra else ["--init", str(tmp_path / "a.pt")]
+        out = tmp_path / "bad.pt"
+        r = runner.invoke(app, [*base, "--out", str(out), *init, *extra])
+        assert r.exit_code != 0 and "Traceback" not in r.output, r.output
+        assert all(w in r.output for w in words), r.output
+        assert not out.exists()
+
+
 def test_a_compact_state_halves_the_file_and_resumes_close_to_the_full_run(tiny_data, tmp_path):
     """compact_state (float32 weights, bfloat16 EMA and second moment, no first moment) resumes
     to weights far closer to the uninterrupted run than the training moved them meanwhile (the
