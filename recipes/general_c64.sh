@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Fine-tune the shipped default `general` on 64-px crops (a candidate successor, not shipped).
+# EXPERIMENT, stopped (not shipped): fine-tune the shipped default `general` on 64-px crops.
 # Usage: bash recipes/general_c64.sh WORKDIR [extra invdiff train options, e.g. --resume]
 # recipes/general.sh's data and command (network, SDE, noise distribution), with these options
 # overriding its own (the last value of an option wins): the crop side (32 -> 64 px: each
@@ -8,6 +8,11 @@
 # from general's weights (--init). Question it answers: does more context in training help the
 # large flat regions where general loses to TV (Shepp-Logan at 256 px, 23 views)? Judge on
 # validation reconstructions (benchmarks/tune_strategy.py --model WORKDIR/general_c64.pt).
+# Result (session 12, EMA at step 750, default solve, 2 samples, --config '{}'): the suite's
+# validation images at 128 px, CT 23 / CT 8 / MRI 4x / MRI 8x / inpainting 32.95 / 25.22 / 30.25
+# / 25.38 / 31.21 dB against general's 32.88 / 25.21 / 30.13 / 25.33 / 31.21 (mean +0.05); CT 23
+# views at 256 px 31.28 against 31.11 (`blobs` 33.85 against 33.20). Too small to go on with,
+# as recipes/ctx.sh (64-px crops from scratch, one more level) had found at 14 250 steps.
 set -euo pipefail
 work="${1:?usage: recipes/general_c64.sh WORKDIR [train options]}"
 shift
