@@ -109,14 +109,15 @@ def train(
     crop_cfg = CropConfig(size=crop, zoom_max=zoom_max) if crop else None
     if crop > min(h, w):
         raise InvdiffError(f"--crop {crop} must be at most the image side {min(h, w)}")
-    adopted, source = {}, None
+    adopted, source, loaded = {}, None, None
     if init:  # the model's network, SDE and preconditioning unless given on the command line
         from invdiff.core.checkpoint import load_model, resolve_model
         from invdiff.training.train import init_parts
 
         source = resolve_model(init, "--init")
         given = {k for k in ctx.params if str(ctx.get_parameter_source(k)).endswith("COMMANDLINE")}
-        adopted = init_parts(load_model(source)[1], given, c)
+        loaded = load_model(source)
+        adopted = init_parts(loaded[1], given, c)
     net = (
         adopted.get("net")
         or UNetConfig(
@@ -171,10 +172,10 @@ def train(
     )
     check_network_memory(build_model, config)
     model = seeded_build(build_model, config, seed)  # initial weights depend on --seed only
-    if source is not None:  # recorded in the config: --resume checks the same --init is given
+    if loaded is not None:  # recorded in the config: --resume checks the same --init is given
         from invdiff.training.train import initialise_from
 
-        config["init"] = initialise_from(model, config, source, init)
+        config["init"] = initialise_from(model, config, loaded, source, init)
     run(
         images,
         model,

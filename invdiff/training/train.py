@@ -212,13 +212,20 @@ def init_parts(source: dict[str, Any], given: set[str], channels: int) -> dict[s
     return {part: source[part] for part, options in INIT_PARTS.items() if not given & set(options)}
 
 
-def initialise_from(model: ScoreModel, config: dict[str, Any], source: Path, given: str) -> dict:
-    """Copy the network weights of the model file ``source`` into ``model`` (fine-tuning a
-    trained prior on other data or crops) and return what the run's config records of it:
-    ``given`` (the name or path the user gave), the file's SHA-256 and its training steps.
+def initialise_from(
+    model: ScoreModel,
+    config: dict[str, Any],
+    loaded: tuple[ScoreModel, dict[str, Any]],
+    source: Path,
+    given: str,
+) -> dict:
+    """Copy the network weights of ``loaded`` (``ckpt.load_model(source)``) into ``model``
+    (fine-tuning a trained prior on other data or crops) and return what the run's config
+    records of it: ``given`` (the name or path the user gave), the file's SHA-256 and its
+    training steps.
 
     Raise InvdiffError naming the first part of :data:`INIT_PARTS` that differs."""
-    src, src_config = ckpt.load_model(source)
+    src, src_config = loaded
     for key, options in INIT_PARTS.items():
         if src_config.get(key) != config.get(key):
             flags = ", ".join("--" + o.replace("_", "-") for o in options)
