@@ -41,6 +41,7 @@ from benchmarks.harness_config import Config  # noqa: E402
 from invdiff.core.checkpoint import load_model, resolve_model  # noqa: E402
 from invdiff.eval.metrics import psnr  # noqa: E402
 from invdiff.guidance import DEFAULT_STRATEGY, resolved_options, strategy_options  # noqa: E402
+from invdiff.guidance.strategies import OPERATOR_KNOBS  # noqa: E402
 
 TASKS = ("ct23", "ct8", "mri4", "mri8", "inpaint70")  # issue 17: CT 23 / 8, MRI 4x / 8x, inpainting
 MAX_NFE = 50
@@ -125,7 +126,7 @@ def markdown(report: dict) -> str:
         )
     lines += ["", "In brackets: seconds per image, all samples included."]
     own = {
-        task: {k: rows["default"]["options"].get(k) for k in ("sigma_start", "kappa")}
+        task: {k: rows["default"]["options"].get(k) for k in OPERATOR_KNOBS}
         for task, rows in report["tasks"].items()
         if "options" in rows["default"]
     }

@@ -47,6 +47,7 @@ from invdiff.core.score import data_range_prior  # noqa: E402
 from invdiff.eval.baselines import fista_tv, lipschitz_constant  # noqa: E402
 from invdiff.eval.metrics import SSIM_CONVENTION, psnr, ssim  # noqa: E402
 from invdiff.guidance import resolved_options, strategy_options  # noqa: E402
+from invdiff.guidance.strategies import OPERATOR_KNOBS  # noqa: E402
 from invdiff.plugins import build_registry, make_plugin_manager  # noqa: E402
 from invdiff.training.train import step_generator  # noqa: E402
 
@@ -343,9 +344,7 @@ def markdown(report: dict) -> str:
             f"{k} px: {v:.0f}" for k, v in report["peak_rss_mib"].items()
         )
     own = {  # the knobs each operator chose (Operator.warm_start_sigma, .noise_inflation)
-        f"{r['task']} {r['size']} px": [
-            r["invdiff_options"].get(k) for k in ("sigma_start", "kappa")
-        ]
+        f"{r['task']} {r['size']} px": [r["invdiff_options"].get(k) for k in OPERATOR_KNOBS]
         for r in report["rows"]
         if r.get("invdiff_options", {}).get("sigma_start") is not None
     }
