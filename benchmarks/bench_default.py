@@ -7,11 +7,18 @@ validation images, results/tune_fast50_phantoms.md on the harness's validation p
 script chooses nothing. Rows per task: the default (strategy ``DEFAULT_STRATEGY`` with the knobs
 of its signature, as `invdiff solve` runs it) and the 200-NFE settings: the same knobs with 199
 steps, from pure noise and from the default's warm start (when it has one; sigma_start None is
-each operator's own level, ``Operator.warm_start_sigma``), each also with kappa 1 where the
-default inflates the noise level (kappa None is each operator's own factor,
-``Operator.noise_inflation``: the best 200-NFE setting may not need it).
+each operator's own level, ``Operator.warm_start_sigma``), each also with DiffPIR's neutral
+value of every other operator-dependent knob (``strategies.OPERATOR_KNOBS``: kappa 1, relax 1;
+None in the default is each operator's own value, ``Operator.noise_inflation`` /
+``.data_relaxation``), alone and together: the best 200-NFE setting may not need what they bring
+at 50 NFE.
 
-    python benchmarks/bench_default.py --n-images 16 --samples 2 --threads 1
+    python benchmarks/bench_default.py --n-images 16 --samples 2 --threads 1 \
+        [--reuse benchmarks/results/default.json]
+
+``--reuse REPORT`` reads the rows an earlier report (same model, strategy, images, samples and
+seed) computed with exactly the knobs a row resolves to, instead of computing them again; the table
+marks them. A knob the earlier report did not record yet ran at its neutral value then.
 
 Writes results/default.json and default.md (``--name`` changes the stem).
 """
@@ -36,7 +43,7 @@ if not __package__:  # run by path: import benchmarks as a package, not its modu
     sys.path[0] = str(Path(__file__).resolve().parents[1])
 
 from benchmarks import bench_ood, harness_tasks  # noqa: E402
-from benchmarks.common import machine, write_results  # noqa: E402
+from benchmarks.common import machine, operator_knobs_line, write_results  # noqa: E402
 from benchmarks.harness_config import Config  # noqa: E402
 from invdiff.core.checkpoint import load_model, resolve_model  # noqa: E402
 from invdiff.eval.metrics import psnr  # noqa: E402
@@ -58,10 +65,40 @@ def settings(default: dict) -> dict[str, dict]:
         reference["200 NFE from the operator's start level"] = {**default, "steps": REFERENCE_STEPS}
     elif start:
         reference[f"200 NFE from noise level {start:g}"] = {**default, "steps": REFERENCE_STEPS}
-    if default.get("kappa", 1.0) != 1.0:  # also without the noise inflation it brings
-        plain = {f"{label}, kappa 1": {**k, "kappa": 1.0} for label, k in reference.items()}
-        reference.update(plain)
+    for knob, (_, neutral, _) in OPERATOR_KNOBS.items():  # also without what each knob brings
+        if knob != "sigma_start" and default.get(knob, neutral) != neutral:
+            plain = {
+                f"{lab}, {knob} {neutral:g}": {**k, knob: neutral} for lab, k in reference.items()
+            }
+            reference.update(plain)
     return {"default": dict(default), **reference}
+
+
+def knobs_key(used: dict) -> str:
+    """Return the key under which a row's resolved knobs are looked up (``done``, ``--reuse``);
+    an operator knob a row does not record (reports older than the knob) counts as neutral."""
+    neutral = {k: value for k, (_, value, _) in OPERATOR_KNOBS.items() if k != "sigma_start"}
+    return json.dumps({**neutral, **used}, sort_keys=True)
+
+
+def earlier_rows(path: str, report: dict) -> dict[str, dict[str, dict]]:
+    """Return {task: {knobs_key: row}} of the earlier report at ``path``, each row marked reused;
+    exit with a one-line message when it measured another model, strategy, images or seeds."""
+    earlier = json.loads(Path(path).read_text())
+    fields = ("model", "model_steps", "strategy", "n_images", "samples")
+    mine, theirs = [report[f] for f in fields], [earlier.get(f) for f in fields]
+    mine.append(report["seed"]), theirs.append(earlier.get("seed", 0))  # older reports: seed 0
+    if mine != theirs:
+        raise SystemExit(f"--reuse {path}: it measured {theirs}, this run {mine}; run without it")
+    report["reuse"] = {"file": Path(path).name, "command": earlier["command"]}
+    return {
+        task: {
+            knobs_key(row["options"]): {**row, "reused": True}
+            for row in rows.values()
+            if isinstance(row, dict) and "options" in row
+        }
+        for task, rows in earlier["tasks"].items()
+    }
 
 
 def run_task(model, config, split: dict, args, knobs: dict, done: dict) -> dict:
@@ -117,7 +154,9 @@ def markdown(report: dict) -> str:
     ]
     for task, rows in report["tasks"].items():
         cells = [
-            f"{rows[lab]['psnr']:.2f} ({rows[lab]['seconds_per_image']:.1f} s)" for lab in labels
+            f"{rows[lab]['psnr']:.2f}{'*' if rows[lab].get('reused') else ''} "
+            f"({rows[lab]['seconds_per_image']:.1f} s)"
+            for lab in labels
         ]
         lines.append(
             f"| {task} | "
@@ -125,17 +164,14 @@ def markdown(report: dict) -> str:
             + f" | {rows['gap']:+.2f} | {'yes' if rows['within'] else 'no'} |"
         )
     lines += ["", "In brackets: seconds per image, all samples included."]
-    own = {
-        task: {k: rows["default"]["options"].get(k) for k in OPERATOR_KNOBS}
-        for task, rows in report["tasks"].items()
-        if "options" in rows["default"]
-    }
-    if own:  # the operator-dependent knobs the default ran with
+    if reuse := report.get("reuse"):
         lines.append(
-            "The default's start level and kappa per task: "
-            + ", ".join(f"{t} {v['sigma_start']:.3g} / {v['kappa']:g}" for t, v in own.items())
-            + "."
+            f"*: read from the earlier report {reuse['file']} (`{reuse['command']}`; the same "
+            "knobs, model, images, samples and seed), not run again."
         )
+    own = {task: rows["default"].get("options", {}) for task, rows in report["tasks"].items()}
+    if line := operator_knobs_line("The default's operator-dependent knobs per task", own):
+        lines.append(line)
     return "\n".join(lines) + "\n"
 
 
@@ -150,15 +186,20 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--name", default="default")
+    ap.add_argument("--reuse", help="an earlier report whose rows with the same knobs are read")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     model, config = load_model(resolve_model(args.model))
+    model_steps = int(config.get("training", {}).get("steps_done", -1))
+    report = {"model": args.model, "model_steps": model_steps, "strategy": args.strategy}
+    report.update(n_images=args.n_images, samples=args.samples, seed=args.seed)
+    earlier = earlier_rows(args.reuse, report) if args.reuse else {}
     data, _ = harness_tasks.load_data(Config(tasks=list(args.tasks)))
     chosen = settings(strategy_options(args.strategy))
     t0 = time.perf_counter()
     tasks, nfe = {}, {}
     for task in args.tasks:
-        rows, done = {}, {}
+        rows, done = {}, dict(earlier.get(task, {}))
         for label, knobs in chosen.items():
             rows[label] = run_task(model, config, data[task]["test"], args, knobs, done)
             nfe[label] = rows[label]["nfe"]
@@ -167,21 +208,20 @@ def main() -> None:
         rows["gap"] = rows["default"]["psnr"] - best
         rows["within"] = bool(rows["gap"] >= -TOLERANCE_DB)
         tasks[task] = rows
-    report = {
-        "model": args.model,
-        "model_steps": int(config.get("training", {}).get("steps_done", -1)),
-        "strategy": args.strategy,
-        "settings": chosen,
-        "nfe": nfe,
-        "n_images": args.n_images,
-        "samples": args.samples,
-        "tasks": tasks,
-        "met": bool(nfe["default"] <= MAX_NFE and all(r["within"] for r in tasks.values())),
-        "mean_gap": float(np.mean([r["gap"] for r in tasks.values()])),
-        "command": "python benchmarks/bench_default.py " + " ".join(sys.argv[1:]),
-        "machine": machine(args.threads),
-        "wall_minutes": (time.perf_counter() - t0) / 60,
-    }
+    report.update(
+        settings=chosen,
+        nfe=nfe,
+        tasks=tasks,
+    )
+    report.update(
+        {
+            "met": bool(nfe["default"] <= MAX_NFE and all(r["within"] for r in tasks.values())),
+            "mean_gap": float(np.mean([r["gap"] for r in tasks.values()])),
+            "command": "python benchmarks/bench_default.py " + " ".join(sys.argv[1:]),
+            "machine": machine(args.threads),
+            "wall_minutes": (time.perf_counter() - t0) / 60,
+        }
+    )
     write_results(args.name, report, markdown(report))
 
 

@@ -39,7 +39,7 @@ if not __package__:  # run by path: import benchmarks as a package, not its modu
     sys.path[0] = str(Path(__file__).resolve().parents[1])
 
 from benchmarks import ood_images  # noqa: E402
-from benchmarks.common import machine, write_results  # noqa: E402
+from benchmarks.common import machine, operator_knobs_line, write_results  # noqa: E402
 from invdiff.atomic import atomic_path  # noqa: E402
 from invdiff.core.checkpoint import file_sha256, load_model, resolve_model  # noqa: E402
 from invdiff.core.reconstruct import reconstruct  # noqa: E402
@@ -47,7 +47,6 @@ from invdiff.core.score import data_range_prior  # noqa: E402
 from invdiff.eval.baselines import fista_tv, lipschitz_constant  # noqa: E402
 from invdiff.eval.metrics import SSIM_CONVENTION, psnr, ssim  # noqa: E402
 from invdiff.guidance import resolved_options, strategy_options  # noqa: E402
-from invdiff.guidance.strategies import OPERATOR_KNOBS  # noqa: E402
 from invdiff.plugins import build_registry, make_plugin_manager  # noqa: E402
 from invdiff.training.train import step_generator  # noqa: E402
 
@@ -64,6 +63,11 @@ TASKS = {
 # suite's Shepp-Logan is one) has a say in the knobs.
 VAL_DENOISE = ("mni_z90", "moon", "brick")
 VAL = (*VAL_DENOISE, "blobs")
+# A wider validation set for the sampler's knobs (benchmarks/tune_strategy.py --images ood-wide),
+# not for TV's weight: four images decided kappa at 23 views by one flat image (session 12), so
+# this set has three flat, sharp-edged images (blobs, blobs_b, horse), two photographs of objects
+# on a flat background (page, coins), two held-out MNI slices and two textures.
+VAL_WIDE = (*VAL, "mni_z105", "blobs_b", "horse", "page", "coins")
 SUITE = {
     "ct23": [
         ("shepp_logan", 64),
@@ -343,22 +347,13 @@ def markdown(report: dict) -> str:
         memory = "Peak resident memory of the process after each size (MiB): " + ", ".join(
             f"{k} px: {v:.0f}" for k, v in report["peak_rss_mib"].items()
         )
-    own = {  # the knobs each operator chose (Operator.warm_start_sigma, .noise_inflation)
-        f"{r['task']} {r['size']} px": [r["invdiff_options"].get(k) for k in OPERATOR_KNOBS]
+    own = {  # the knobs each operator chose (strategies.OPERATOR_KNOBS)
+        f"{r['task']} {r['size']} px": r["invdiff_options"]
         for r in report["rows"]
         if r.get("invdiff_options", {}).get("sigma_start") is not None
     }
-    if own:
-        kappa = all(k is not None for _, k in own.values())  # older reports lack kappa
-        lines += [
-            "",
-            f"invdiff's start noise level{' / kappa' if kappa else ''}: "
-            + ", ".join(
-                f"{key} {start:.3g}" + (f" / {k:g}" if kappa else "")
-                for key, (start, k) in own.items()
-            )
-            + ".",
-        ]
+    if line := operator_knobs_line("invdiff's operator-dependent knobs", own):
+        lines += ["", line]
     lines += ["", memory, ""]
     return "\n".join(lines)
 

@@ -32,6 +32,19 @@ def machine(threads: int) -> dict:
     return info
 
 
+def operator_knobs_line(intro: str, options: dict[str, dict]) -> str:
+    """Return "INTRO (sigma_start / kappa / ...): key a / b / ..., ..." for the operator-dependent
+    knobs (``strategies.OPERATOR_KNOBS``) that every row of ``options`` ({row key: the options a
+    solve ran with}) records (older reports lack the later knobs), or "" when there are none."""
+    from invdiff.guidance.strategies import OPERATOR_KNOBS
+
+    knobs = [k for k in OPERATOR_KNOBS if all(o.get(k) is not None for o in options.values())]
+    if not options or not knobs:
+        return ""
+    rows = (f"{key} " + " / ".join(f"{o[k]:.3g}" for k in knobs) for key, o in options.items())
+    return f"{intro} ({' / '.join(knobs)}): " + ", ".join(rows) + "."
+
+
 def median_ms(fn: Callable[[], object], repeats: int, warmup: int = 3) -> float:
     """Return the median wall time of fn() in milliseconds over ``repeats`` calls."""
     for _ in range(warmup):

@@ -6,7 +6,9 @@ Sources (all installed packages, nothing downloaded):
   scikit-image), ``camera``, ``moon``, ``brick`` and grayscale versions of ``astronaut`` and
   ``coffee``; ``blobs``, a piecewise-constant validation image made here from three
   ``skimage.data.binary_blobs`` masks with fixed seeds (generated, so licence-free; the suite's
-  one flat-region, sharp-edge image besides Shepp-Logan, which is a test image).
+  one flat-region, sharp-edge image besides Shepp-Logan, which is a test image); for choosing
+  knobs only (``bench_ood.VAL_WIDE``) ``blobs_b`` (other seeds), ``horse`` (the silhouette as two
+  grey levels), ``page`` (printed text) and ``coins``.
 - held-out axial slices ``mni_zNN`` of nilearn's MNI152 template (:mod:`invdiff.data.mni`).
 
 :func:`check_heldout` refuses an image that a model's training data could contain: any
@@ -25,13 +27,21 @@ from skimage.transform import resize
 from invdiff.data import mni
 
 
-def blobs() -> np.ndarray:
-    """Eight grey levels in [0.1, 0.9]: large, small and faint blobs (512 px, seeds 1-3)."""
+def blobs(seeds: tuple[int, int, int] = (1, 2, 3)) -> np.ndarray:
+    """Eight grey levels in [0.1, 0.9]: large, small and faint blobs (512 px, seeded)."""
     layers = [
         data.binary_blobs(512, fraction, volume_fraction=volume, rng=seed)
-        for fraction, volume, seed in ((0.25, 0.45, 1), (0.08, 0.3, 2), (0.15, 0.35, 3))
+        for (fraction, volume), seed in zip(
+            ((0.25, 0.45), (0.08, 0.3), (0.15, 0.35)), seeds, strict=True
+        )
     ]
     return 0.1 + 0.45 * layers[0] + 0.3 * layers[1] + 0.05 * layers[2]
+
+
+def horse() -> np.ndarray:
+    """scikit-image's horse silhouette as two grey levels, 0.2 and 0.8 (flat regions, one
+    long curved edge)."""
+    return 0.2 + 0.6 * np.asarray(data.horse(), dtype=np.float64)
 
 
 SKIMAGE = {
@@ -42,6 +52,10 @@ SKIMAGE = {
     "astronaut": lambda: color.rgb2gray(data.astronaut()),
     "coffee": lambda: color.rgb2gray(data.coffee()),
     "blobs": blobs,
+    "blobs_b": lambda: blobs((4, 5, 6)),
+    "horse": horse,
+    "page": data.page,
+    "coins": data.coins,
 }
 
 

@@ -2,8 +2,9 @@
 
 For each task and every combination of the given knob values, validation images are measured
 and reconstructed; the mean PSNR of the posterior mean is reported per task and averaged over
-tasks. Two validation sets: ``--images ood`` (default) the out-of-distribution suite's
-``bench_ood.VAL`` images at ``--size``, measured as in the suite; ``--images phantoms`` the first
+tasks. Validation sets: ``--images ood`` (default) the out-of-distribution suite's
+``bench_ood.VAL`` images at ``--size``, measured as in the suite (``--images ood-wide``: the
+wider ``bench_ood.VAL_WIDE``, for knobs only); ``--images phantoms`` the first
 ``--n-images`` validation phantoms of the harness's tasks (benchmarks/datasets.py, seed 1, 64 px),
 with the harness's measurements and likelihood. Test images are never touched.
 
@@ -42,16 +43,18 @@ from invdiff.plugins import build_registry, make_plugin_manager  # noqa: E402
 
 
 def ood_problems(args, config) -> dict:
-    """Return {task: (operator, measurements, truths)} on the suite's validation images."""
-    for img in bench_ood.VAL:
+    """Return {task: (operator, measurements, truths)} on the suite's validation images
+    (``bench_ood.VAL``, or ``VAL_WIDE`` with ``--images ood-wide``)."""
+    names = bench_ood.VAL_WIDE if args.images == "ood-wide" else bench_ood.VAL
+    for img in names:
         ood_images.check_heldout(img, config)
-    truths = torch.as_tensor(np.concatenate([ood_images.load(n, args.size) for n in bench_ood.VAL]))
+    truths = torch.as_tensor(np.concatenate([ood_images.load(n, args.size) for n in names]))
     registry = build_registry(make_plugin_manager())
     out = {}
     for task in args.tasks:
         name, params = bench_ood.TASKS[task]
         op = registry[name].create((1, args.size, args.size), **params)
-        out[task] = (op, bench_ood.measure(op, truths, bench_ood.VAL, args.seed), truths)
+        out[task] = (op, bench_ood.measure(op, truths, names, args.seed), truths)
     return out
 
 
@@ -75,7 +78,7 @@ def main() -> None:
     ap.add_argument("--model", default="general")
     ap.add_argument("--strategy", default="diffpir")
     ap.add_argument("--size", type=int, default=64)
-    ap.add_argument("--images", choices=("ood", "phantoms"), default="ood")
+    ap.add_argument("--images", choices=("ood", "ood-wide", "phantoms"), default="ood")
     ap.add_argument("--n-images", type=int, default=8, help="--images phantoms: how many")
     ap.add_argument("--tasks", nargs="*", default=list(bench_ood.TASKS))
     ap.add_argument("--steps", type=int, nargs="*", default=[49])
@@ -121,7 +124,8 @@ def main() -> None:
     images = (
         f"the first {args.n_images} validation phantoms (seed 1) of each harness task"
         if args.images == "phantoms"
-        else f"{', '.join(bench_ood.VAL)} at {args.size} px"
+        else f"{', '.join(bench_ood.VAL_WIDE if args.images == 'ood-wide' else bench_ood.VAL)} "
+        f"at {args.size} px"
     )
     report = {
         "args": {k: v for k, v in vars(args).items() if k != "options"},

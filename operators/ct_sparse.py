@@ -102,6 +102,12 @@ class CTSparse(LinearOperator):
     #: 23 views, kappa 1 / 1.3: 29.94 / 31.11. Mean: 32.66 / 32.90 /
     #: 32.96 / 32.94 (the four figures above at 128 and 64 px).
     noise_inflation: ClassVar[float] = 1.3
+    #: Over-relaxation of DiffPIR's data step (``--relax``), chosen on validation images only
+    #: (docs/models.md, "Sampler defaults"; 49 steps, 2 samples), CT 23 / 8 views at relax 1 / 1.5
+    #: / 1.75 / 2: the harness's validation phantoms 43.94 / 44.70 / 44.92 / 41.87 and 29.55 /
+    #: 29.91 / 30.02 / - dB, the suite's wider validation set at 128 px 32.98 / 33.46 / 33.57 /
+    #: 27.97 and 23.44 / 23.67 / 23.65 / 19.48: 2 reflects through an inexact CG solve and breaks.
+    data_relaxation: ClassVar[float] = 1.75
     params: ClassVar[tuple[Param, ...]] = (
         Param("views", int, 23, "number of projection angles, equispaced over [0, pi)"),
         Param("detectors", int, 0, "detector bins of unit width; 0: ceil(sqrt(H^2 + W^2))"),

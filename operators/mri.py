@@ -115,6 +115,12 @@ class MRI(MaskGeometry, LinearOperator):
     #: validation phantoms 29.20 / 29.48 / 29.43 / 29.26 and 25.35 / 25.30 / 25.23 / 25.16; mean of
     #: the four 27.16 / 27.45 / 27.53 / 27.52.
     noise_inflation: ClassVar[float] = 1.3
+    #: Over-relaxation of DiffPIR's data step (``--relax``), chosen on validation images only
+    #: (docs/models.md, "Sampler defaults"; 49 steps, 2 samples), MRI 4x / 8x at relax 1 / 1.5 /
+    #: 1.75 / 2: the harness's validation phantoms 29.18 / 30.10 / 30.43 / 30.41 and 25.18 / 25.37
+    #: / 25.49 / 25.75 dB, the suite's wider validation set at 128 px 29.87 / 30.08 / 30.07 / 29.46
+    #: and 23.72 / 23.85 / 23.88 / 23.75; mean of the four 26.99 / 27.35 / 27.47 / 27.34.
+    data_relaxation: ClassVar[float] = 1.75
     exact_pseudo_inverse: ClassVar[bool] = True
     params: ClassVar[tuple[Param, ...]] = (
         Param("mask", str, "equispaced", "sampling pattern", MASKS),

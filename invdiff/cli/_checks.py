@@ -107,6 +107,7 @@ def check_sampling(
     sigma_start: float | None = None,
     tv: float | None = None,
     kappa: float | None = None,
+    relax: float | None = None,
 ) -> None:
     """Refuse impossible sampling knobs (shared by solve and sample) before any work."""
     require(
@@ -123,6 +124,7 @@ def check_sampling(
             "--sigma-start": within(sigma_start, 0, 1e5),
             "--tv": within(tv, 0, 1e3),
             "--kappa": within(kappa, 1, 100),
+            "--relax": (relax is None or (math.isfinite(relax) and 0 < relax <= 2), "in (0, 2]"),
         }
     )
 

@@ -110,6 +110,12 @@ def solve(
         "steps got wrong is removed with the noise (default: the operator's own, ct_sparse and "
         "mri 1.3, others 1).",
     ),
+    relax: float | None = typer.Option(
+        None,
+        "--relax",
+        help="DiffPIR: move each estimate RELAX times the way to the data's minimiser, in (0, 2] "
+        "(over-relaxation; default: the operator's own).",
+    ),
     predictor: str | None = typer.Option(None, help="PC predictor (PC-based strategies)."),
     samples: int = typer.Option(4, "--samples", help="Posterior samples per slice (std needs 2)."),
     simulate: bool = typer.Option(False, "--simulate", help="Measure /image with the operators."),
@@ -154,10 +160,11 @@ def solve(
         sigma_start=sigma_start,
         tv=tv,
         kappa=kappa,
+        relax=relax,
     )
     check_image_size(image_size, 8192)
     given = {"steps": steps, "snr": snr, "lam": lam, "zeta": zeta, "cg_iters": cg_iters}
-    given.update(sigma_start=sigma_start, tv=tv, kappa=kappa)
+    given.update(sigma_start=sigma_start, tv=tv, kappa=kappa, relax=relax)
     options = _knobs(strategy, {**given, "predictor": predictor})
     model_path = resolve_model(model)
     rank, world, local_rank = torchrun.ranks()

@@ -110,6 +110,11 @@ class Operator(nn.Module):
     #: kind of data the denoiser is told a level slightly above the nominal one. 1 (plain
     #: Tweedie) unless an operator chose another on validation images.
     noise_inflation: ClassVar[float] = 1.0
+    #: Relaxation in (0, 2] of a DiffPIR-style data step (``--relax``,
+    #: :func:`invdiff.guidance.steps.diffpir_step`): the estimate moves ``data_relaxation`` times
+    #: the way to the data's minimiser. 1 (DiffPIR's step) unless an operator chose another on
+    #: validation images.
+    data_relaxation: ClassVar[float] = 1.0
 
     def __init__(self, image_shape: tuple[int, int, int], *, noise_std: float = DEFAULT_NOISE_STD):
         super().__init__()

@@ -233,6 +233,8 @@ def test_bad_inputs(tmp_path, truth64):
         (["solve", *ct, "--simulate", ok, "--strategy", "magic"], ["--strategy"]),
         (["solve", *ct, "--simulate", ok, "--strategy", "dps", "--lambda", "1"], ["--lambda"]),
         (["solve", *ct, "--simulate", ok, "--kappa", "0.5"], ["--kappa", "[1, 100]"]),
+        (["solve", *ct, "--simulate", ok, "--relax", "2.5"], ["--relax", "(0, 2]"]),
+        (["solve", *ct, "--simulate", ok, "--strategy", "dps", "--relax", "1"], ["--relax"]),
         (["solve", *ct, "--simulate", ok, "--strategy", "dps", "--kappa", "2"], ["--kappa"]),
         (["solve", ok], ["--operator"]),
         (

@@ -330,6 +330,7 @@ def test_strategy_options_list_the_knobs():
         "sigma_start",
         "tv",
         "kappa",
+        "relax",
     }
 
 
@@ -434,7 +435,11 @@ def test_diffpir_warm_start_moves_samples_towards_the_posterior():
 
 @pytest.mark.parametrize(
     ("knob", "attribute", "own", "other"),
-    [("sigma_start", "warm_start_sigma", 0.3, 2.0), ("kappa", "noise_inflation", 1.4, 2.0)],
+    [
+        ("sigma_start", "warm_start_sigma", 0.3, 2.0),
+        ("kappa", "noise_inflation", 1.4, 2.0),
+        ("relax", "data_relaxation", 1.5, 0.7),
+    ],
 )
 def test_diffpir_knob_defaults_to_the_operators_own_value(knob, attribute, own, other):
     """knob None: the first measured operator's own value, the same run as that number given
@@ -515,7 +520,11 @@ def test_data_proximal_with_tv_converges_to_the_tv_denoiser(monkeypatch):
 
 @pytest.mark.parametrize(
     ("knob", "neutral", "on", "bad"),
-    [("tv", 0.0, 0.5, (-1.0, float("nan"))), ("kappa", 1.0, 1.3, (0.5, float("nan"), math.inf))],
+    [
+        ("tv", 0.0, 0.5, (-1.0, float("nan"))),
+        ("kappa", 1.0, 1.3, (0.5, float("nan"), math.inf)),
+        ("relax", 1.0, 1.5, (0.0, -1.0, 2.5, float("nan"))),
+    ],
 )
 def test_diffpir_knob_is_neutral_by_default_and_checked(knob, neutral, on, bad):
     sde, prior, ops, ys, _, _ = make_problem()
@@ -529,6 +538,25 @@ def test_diffpir_knob_is_neutral_by_default_and_checked(knob, neutral, on, bad):
     for value in bad:
         with pytest.raises(ValueError, match=knob):
             go(**{knob: value})
+
+
+def test_diffpir_relax_moves_the_estimate_relax_times_the_way_to_the_data_minimiser():
+    """x0 + relax (prox(x0) - x0): the step's mean is affine in relax, relax 0 leaves the
+    denoised estimate, 1 is DiffPIR's data step; the fresh noise is the same draw."""
+    from invdiff.guidance import steps
+
+    sde, prior, ops, ys, _, _ = make_problem()
+    x = torch.randn(2, *SHAPE, dtype=F64, generator=torch.Generator().manual_seed(3))
+
+    def step(relax):
+        gens = generators_for(range(2), "cpu")
+        kw = {"sde": sde, "score": prior, "generators": gens, "measurements": measurements(ops, ys)}
+        return steps.diffpir_step(x, 0.5, 0.4, lam=0.1, zeta=1.0, relax=relax, **kw)
+
+    (_, m0), (x1, m1), (x2, m2) = step(0.0), step(1.0), step(2.0)
+    assert torch.allclose(m2, 2 * m1 - m0, atol=1e-10)
+    assert (m1 - m0).abs().max() > 1e-3  # the data step moved the estimate
+    assert torch.allclose(x2 - m2, x1 - m1)  # same fresh noise
 
 
 @pytest.mark.parametrize("sde", [VESDE(0.01, 20.0), VPSDE()], ids=["ve", "vp"])
