@@ -208,19 +208,13 @@ def main() -> None:
         rows["gap"] = rows["default"]["psnr"] - best
         rows["within"] = bool(rows["gap"] >= -TOLERANCE_DB)
         tasks[task] = rows
+    met = bool(nfe["default"] <= MAX_NFE and all(r["within"] for r in tasks.values()))
+    report.update(settings=chosen, nfe=nfe, tasks=tasks, met=met)
     report.update(
-        settings=chosen,
-        nfe=nfe,
-        tasks=tasks,
-    )
-    report.update(
-        {
-            "met": bool(nfe["default"] <= MAX_NFE and all(r["within"] for r in tasks.values())),
-            "mean_gap": float(np.mean([r["gap"] for r in tasks.values()])),
-            "command": "python benchmarks/bench_default.py " + " ".join(sys.argv[1:]),
-            "machine": machine(args.threads),
-            "wall_minutes": (time.perf_counter() - t0) / 60,
-        }
+        mean_gap=float(np.mean([r["gap"] for r in tasks.values()])),
+        command="python benchmarks/bench_default.py " + " ".join(sys.argv[1:]),
+        machine=machine(args.threads),
+        wall_minutes=(time.perf_counter() - t0) / 60,
     )
     write_results(args.name, report, markdown(report))
 

@@ -249,10 +249,11 @@ def diffpir_step(
     estimate's own error, which the denoiser should remove with the noise.
 
     ``relax`` in (0, 2] over-relaxes the data step: x0 <- x0 + relax (prox(x0) - x0), the relaxed
-    projection of Youla & Webb ("Image restoration by the method of convex projections", IEEE
-    TMI 1982, eq. 8: T = I + lambda (P - I), 0 < lambda < 2) and the relaxation of ADMM (Eckstein
-    & Bertsekas, Math. Programming 1992). 1 is DiffPIR's step; more than 1 steps past the data's
-    minimiser, so fewer denoise / data alternations reach the same agreement with the data.
+    projection T = I + lambda (P - I), 0 < lambda < 2, of Youla & Webb ("Image restoration by the
+    method of convex projections: part 1", IEEE TMI 1982) and the over-relaxation of
+    Douglas-Rachford / ADMM (Eckstein & Bertsekas, Math. Programming 55, 1992). 1 is DiffPIR's
+    step; more than 1 steps past the data's minimiser, so fewer denoise / data alternations reach
+    the same agreement with the data.
     """
     tt, ss = time_vector(t, x), time_vector(s, x)
     alpha_t, sigma_t = sde.coefficients(tt)
