@@ -213,8 +213,8 @@ def solve_diffpir(
     own start level, lam 0.1 and 40 CG iterations (which only matter where the data step is not
     exact: CT) then gained on every task of the harness's validation phantoms (16 images):
     CT 23 views 43.80 against 42.08 dB with one level (0.5), lam 0.3 and 10 iterations.
-    MRI 4x still gains from more steps (199 steps: +1.5 dB on validation): ``--steps 199``
-    there when time allows.
+    MRI 4x still gains from more steps (199 steps: +1.4 dB on the harness's phantoms):
+    ``--steps 199`` there when time allows.
 
     ``cg_iters`` caps the CG iterations of each data step; CG stops sooner once every sample's
     residual reached float precision (:func:`invdiff.core.linalg.conjugate_gradient`: MRI and
