@@ -54,6 +54,10 @@ TASKS = ("ct23", "ct8", "mri4", "mri8", "inpaint70")  # issue 17: CT 23 / 8, MRI
 MAX_NFE = 50
 TOLERANCE_DB = 0.5
 REFERENCE_STEPS = 199  # 200 NFE with the final denoising step
+#: DiffPIR's published value of each operator-dependent knob but the start level (which the
+#: 200-NFE rows vary on their own): what a row without a knob's gain runs with, and what a report
+#: older than a knob ran with.
+NEUTRAL = {k: value for k, (_, value, _) in OPERATOR_KNOBS.items() if k != "sigma_start"}
 
 
 def settings(default: dict) -> dict[str, dict]:
@@ -65,8 +69,8 @@ def settings(default: dict) -> dict[str, dict]:
         reference["200 NFE from the operator's start level"] = {**default, "steps": REFERENCE_STEPS}
     elif start:
         reference[f"200 NFE from noise level {start:g}"] = {**default, "steps": REFERENCE_STEPS}
-    for knob, (_, neutral, _) in OPERATOR_KNOBS.items():  # also without what each knob brings
-        if knob != "sigma_start" and default.get(knob, neutral) != neutral:
+    for knob, neutral in NEUTRAL.items():  # also without what each knob brings
+        if default.get(knob, neutral) != neutral:
             plain = {
                 f"{lab}, {knob} {neutral:g}": {**k, knob: neutral} for lab, k in reference.items()
             }
@@ -77,8 +81,7 @@ def settings(default: dict) -> dict[str, dict]:
 def knobs_key(used: dict) -> str:
     """Return the key under which a row's resolved knobs are looked up (``done``, ``--reuse``);
     an operator knob a row does not record (reports older than the knob) counts as neutral."""
-    neutral = {k: value for k, (_, value, _) in OPERATOR_KNOBS.items() if k != "sigma_start"}
-    return json.dumps({**neutral, **used}, sort_keys=True)
+    return json.dumps({**NEUTRAL, **used}, sort_keys=True)
 
 
 def earlier_rows(path: str, report: dict) -> dict[str, dict[str, dict]]:
