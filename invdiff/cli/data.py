@@ -230,24 +230,33 @@ def mni152(
     out: Path = typer.Argument(..., help="Output HDF5 file."),
     size: int = typer.Option(128, "--size", help="Image side in pixels."),
     split: str = typer.Option("train", help="train, or heldout (the evaluation band)."),
+    contrast: str = typer.Option(
+        "t1", help="t1 (the T1 template), gm or wm (grey / white matter probability maps)."
+    ),
     force: Force = False,
 ) -> None:
-    """Write axial slices of nilearn's MNI152 T1 template (train split or the held-out band)."""
+    """Write axial slices of nilearn's MNI152 templates (train split or the held-out band)."""
     import numpy as np
 
     from invdiff.data import mni
     from invdiff.io import write_datasets
 
     _check_data(out, force, 1, size, 0)
-    require({"--split": (split in ("train", "heldout"), "train or heldout")})
-    images, zs = mni.slices(split, size)
+    require(
+        {
+            "--split": (split in ("train", "heldout"), "train or heldout"),
+            "--contrast": (contrast in mni.CONTRASTS, " or ".join(mni.CONTRASTS)),
+        }
+    )
+    images, zs = mni.slices(split, size, contrast=contrast)
     attrs = {
         "generator": "invdiff.mni.slices",
-        "source": "nilearn.datasets.load_mni152_template(resolution=1), axial slices",
+        "source": f"nilearn.datasets.{mni.CONTRASTS[contrast]}(resolution=1), axial slices",
+        "contrast": contrast,
         "license": mni.LICENSE,
         "split": split,
         "heldout_z": f"[{mni.HELDOUT_Z.start}, {mni.HELDOUT_Z.stop}) margin {mni.MARGIN}",
         "size": size,
     }
     write_datasets(out, {"images": images, "z": np.asarray(zs)}, attrs, force=force)
-    typer.echo(f"wrote {len(zs)} {split} MNI152 slices of {size}x{size} to {out}")
+    typer.echo(f"wrote {len(zs)} {split} MNI152 {contrast} slices of {size}x{size} to {out}")

@@ -1,9 +1,12 @@
-"""Axial slices of the MNI152 T1 template shipped with nilearn, with a held-out band.
+"""Axial slices of the MNI152 templates shipped with nilearn, with a held-out band.
 
 Source: nilearn's ``load_mni152_template(resolution=1)`` (nilearn is BSD-3-Clause; the template is
 the ICBM 2009a nonlinear symmetric MNI152 average, Fonov et al., NeuroImage 2011, copyright
 McConnell Brain Imaging Centre, free to use with its copyright notice). Volume 197 x 233 x 189
 (x, y, z), 1 mm voxels, values in [0, 1]. Nothing is downloaded: the file is inside nilearn.
+The same atlas's grey- and white-matter probability maps (``load_mni152_gm_template``,
+``load_mni152_wm_template``; same grid, same licence) are other contrasts of the same anatomy:
+grey matter bright on a dark background, as cortex looks on many T2- or PD-weighted scans.
 
 The band of axial slices ``HELDOUT_Z`` is reserved for evaluation, and ``MARGIN`` slices on each
 side of it are used for neither training nor evaluation (neighbouring 1-mm slices are nearly
@@ -28,15 +31,27 @@ TRAIN_Z = [
 ]
 
 
-def load_volume() -> np.ndarray:
-    """Return the template as float32 (x, y, z) in [0, 1]; one-line error without nilearn."""
+CONTRASTS = {  # contrast -> nilearn.datasets loader
+    "t1": "load_mni152_template",
+    "gm": "load_mni152_gm_template",
+    "wm": "load_mni152_wm_template",
+}
+
+
+def load_volume(contrast: str = "t1") -> np.ndarray:
+    """Return a template as float32 (x, y, z) in [0, 1]; one-line error without nilearn."""
+    if contrast not in CONTRASTS:
+        raise InvdiffError(
+            f"unknown MNI152 contrast {contrast!r}; use one of {', '.join(CONTRASTS)}"
+        )
     try:
-        from nilearn.datasets import load_mni152_template
+        from nilearn import datasets
     except ImportError:
         raise InvdiffError(
             "the MNI152 slices need nilearn; install it with pip install 'invdiff[data]'"
         ) from None
-    vol = np.asarray(load_mni152_template(resolution=1).get_fdata(), dtype=np.float32)
+    image = getattr(datasets, CONTRASTS[contrast])(resolution=1)
+    vol = np.asarray(image.get_fdata(), dtype=np.float32)
     return np.clip(vol / max(float(vol.max()), 1e-12), 0.0, 1.0)
 
 
@@ -51,11 +66,14 @@ def _square(img: np.ndarray, size: int) -> np.ndarray:
     return np.clip(resize(out, (size, size), anti_aliasing=True), 0, 1).astype(np.float32)
 
 
-def slices(split: str, size: int, zs: list[int] | None = None) -> tuple[np.ndarray, list[int]]:
+def slices(
+    split: str, size: int, zs: list[int] | None = None, contrast: str = "t1"
+) -> tuple[np.ndarray, list[int]]:
     """Return axial slices (n, 1, size, size) of ``split`` ('train' or 'heldout') and their z.
 
     Slices are shown the radiological way up (anterior at the top). ``zs`` picks slices of the
-    split; asking for a slice of the other split is an error.
+    split; asking for a slice of the other split is an error. ``contrast`` is a key of
+    :data:`CONTRASTS`; every contrast has the same held-out band.
     """
     allowed = {"train": TRAIN_Z, "heldout": list(HELDOUT_Z)}
     if split not in allowed:
@@ -67,6 +85,6 @@ def slices(split: str, size: int, zs: list[int] | None = None) -> tuple[np.ndarr
             f"MNI152 slices {bad} are not in the {split} split (held out: z in "
             f"[{HELDOUT_Z.start}, {HELDOUT_Z.stop}), margin {MARGIN})"
         )
-    vol = load_volume()
+    vol = load_volume(contrast)
     images = [_square(np.rot90(vol[:, :, z]), size) for z in zs]
     return np.stack(images)[:, None], zs

@@ -195,7 +195,11 @@ OPTIONS: list[tuple[list[str], dict, dict[str, list[str]]]] = [
         {"--n": ["0"], "--size": ["4", "600"], "--seed": ["-1"], "--split": ["magic"]},
     ),
     (["data", "photos", "@t/d.h5", "--n", "2"], {}, {"--holdout": ["nobody"]}),
-    (["data", "mni152", "@t/d.h5"], {}, {"--size": ["0"], "--split": ["magic"]}),
+    (
+        ["data", "mni152", "@t/d.h5"],
+        {},
+        {"--size": ["0"], "--split": ["magic"], "--contrast": ["t2"]},
+    ),
     (["operators", "check", "masking"], {}, {"--seed": ["-1", "x"]}),
 ]
 

@@ -55,6 +55,39 @@ def test_mni152_slices_keep_the_held_out_band_out_of_training():
         mni.slices("heldout", 32, [40])
 
 
+@pytest.mark.parametrize("contrast", ["gm", "wm"])
+def test_mni152_tissue_maps_are_other_contrasts_of_the_same_slices(contrast, tmp_path):
+    """Grey/white-matter slices: same split and grid as T1, [0, 1], deterministic, recorded."""
+    pytest.importorskip("nilearn")
+    from typer.testing import CliRunner
+
+    from invdiff.cli import app
+    from invdiff.data import mni
+    from invdiff.errors import InvdiffError
+    from invdiff.io import read_images
+
+    t1, _ = mni.slices("train", 32, [60, 130])
+    images, zs = mni.slices("train", 32, [60, 130], contrast=contrast)
+    assert images.shape == t1.shape and zs == [60, 130]
+    assert 0 <= images.min() and images.max() <= 1 and images.std() > 0.05
+    assert np.abs(images - t1).mean() > 0.02  # another contrast, not the T1 image again
+    # the tissue lies inside the head: no grey/white matter where T1 is background
+    assert images[t1 < 0.01].max() < 0.2
+    with pytest.raises(InvdiffError, match="not in the train split"):
+        mni.slices("train", 32, [95], contrast=contrast)
+    with pytest.raises(InvdiffError, match="unknown MNI152 contrast"):
+        mni.slices("train", 32, [40], contrast="t2")
+    out = tmp_path / "m.h5"
+    args = ["data", "mni152", str(out), "--size", "24", "--contrast", contrast]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    written, _, attrs = read_images(out)
+    again, _ = mni.slices("train", 24, contrast=contrast)
+    np.testing.assert_array_equal(written, again)
+    assert attrs["contrast"] == contrast and attrs["generator"] == "invdiff.mni.slices"
+    assert f"load_mni152_{contrast}_template" in attrs["source"] and attrs["heldout_z"]
+
+
 def test_tiles_cut_each_image_row_major_without_overlap():
     from invdiff.data import tiles
 
