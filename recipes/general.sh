@@ -6,7 +6,8 @@
 # (step 14 250); its final state is in git history, not in the tree (the repository keeps one
 # training state, the run in progress): to continue it,
 #   git show fd537f8:recipes/state/general.pt.train > WORKDIR/general.pt.train
-# then add --resume and a larger --steps (and a new anneal) to this script's command line.
+# then add --resume and a larger --steps (and a new anneal) to this script's command line;
+# recipes/continue_general.sh does that with more sources and a 3000-step warm restart.
 set -euo pipefail
 work="${1:?usage: recipes/general.sh WORKDIR [train options]}"
 shift

@@ -7,20 +7,18 @@
 # with the same slices of the same atlas's grey- and white-matter probability maps (`invdiff data
 # mni152 --contrast gm|wm`: same held-out band, other contrasts of the same anatomy), each listed
 # 4 times (brain slices then about 23 % of draws), and a warm restart of the cosine schedule
-# (2e-4 -> 2e-5 over 3000 steps), as recipes/scale.sh did. Result (docs/models.md): no gain;
-# denoising of the held-out MNI slices and reconstructions of the validation images unchanged
+# (2e-4 -> 2e-5 over 3000 steps; recipes/continue_general.sh, as for recipes/scale.sh). Result
+# (docs/models.md): no gain; denoising of the held-out MNI slices and reconstructions of the validation images unchanged
 # (mean of five tasks at 128 px 28.03 dB against general's 28.10).
 # Usage: bash recipes/mni_tissue.sh WORKDIR   (about 40 min on one thread of this project's CPU)
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 work="${1:?usage: recipes/mni_tissue.sh WORKDIR}"
-mkdir -p "$work/data" "$work/mni_tissue"  # general.sh generates the other sources (data.sh)
+mkdir -p "$work/data"  # general.sh generates the other sources (data.sh)
 cd "$work"
 export OMP_WAIT_POLICY=PASSIVE
 [ -f data/mni_gm_train.h5 ] || invdiff data mni152 data/mni_gm_train.h5 --size 128 --split train --contrast gm
 [ -f data/mni_wm_train.h5 ] || invdiff data mni152 data/mni_wm_train.h5 --size 128 --split train --contrast wm
-[ -f mni_tissue/general.pt.train ] || git -C "$here" show fd537f8:recipes/state/general.pt.train > mni_tissue/general.pt.train
 tissue=()
 for _ in 1 2 3 4; do tissue+=(data/mni_gm_train.h5 data/mni_wm_train.h5); done
-exec bash "$here/general.sh" "$work" "${tissue[@]}" \
-  --out mni_tissue/general.pt --lr-decay-start 14250 --lr-decay-steps 3000 --steps 17250 --resume
+exec bash "$here/continue_general.sh" "$work" mni_tissue "${tissue[@]}"

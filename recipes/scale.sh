@@ -4,22 +4,17 @@
 # finished general run (step 14 250) for 3000 steps with four more sources: ellipse phantoms
 # and thorax phantoms rendered at 256 and 512 px and cut into 128 px tiles (`invdiff data ...
 # --scale K`), 4516 of 11 516 images; a warm restart of the cosine schedule (2e-4 -> 2e-5 over
-# 3000 steps). Result (docs/models.md): no gain at 128 or 256 px on the validation images.
+# 3000 steps; recipes/continue_general.sh). Result (docs/models.md): no gain at 128 or 256 px on the validation images.
 # Usage: bash recipes/scale.sh WORKDIR   (about 30 min on one thread of this project's CPU)
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 work="${1:?usage: recipes/scale.sh WORKDIR}"
-mkdir -p "$work/data" "$work/scale"  # general.sh generates the other sources (data.sh)
+mkdir -p "$work/data"  # general.sh generates the other sources (data.sh)
 cd "$work"
 export OMP_WAIT_POLICY=PASSIVE
 [ -f data/ellipses_x2.h5 ] || invdiff data ellipses data/ellipses_x2.h5 --n 1500 --size 128 --scale 2 --seed 202
 [ -f data/ellipses_x4.h5 ] || invdiff data ellipses data/ellipses_x4.h5 --n 1008 --size 128 --scale 4 --seed 203
 [ -f data/thorax_x2.h5 ] || invdiff data phantoms data/thorax_x2.h5 --n 1000 --size 128 --scale 2 --seed 200
 [ -f data/thorax_x4.h5 ] || invdiff data phantoms data/thorax_x4.h5 --n 1008 --size 128 --scale 4 --seed 201
-# Start from general's final training state (weights, EMA, optimiser, scheduler at step 14 250),
-# then general.sh's command with the four sources added and the schedule overridden (invdiff
-# train takes the last value of an option and files anywhere on the line).
-git -C "$here" show fd537f8:recipes/state/general.pt.train > scale/general.pt.train
-exec bash "$here/general.sh" "$work" \
-  data/ellipses_x2.h5 data/ellipses_x4.h5 data/thorax_x2.h5 data/thorax_x4.h5 \
-  --out scale/general.pt --lr-decay-start 14250 --lr-decay-steps 3000 --steps 17250 --resume
+exec bash "$here/continue_general.sh" "$work" scale \
+  data/ellipses_x2.h5 data/ellipses_x4.h5 data/thorax_x2.h5 data/thorax_x4.h5
