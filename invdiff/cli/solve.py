@@ -108,7 +108,7 @@ def solve(
         "--kappa",
         help="DiffPIR: denoise at kappa x each step's noise level, >= 1, so that what earlier "
         "steps got wrong is removed with the noise (default: the operator's own, ct_sparse and "
-        "mri 1.3, others 1).",
+        "mri 1.5, others 1).",
     ),
     relax: float | None = typer.Option(
         None,

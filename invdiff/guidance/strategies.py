@@ -213,7 +213,7 @@ def solve_diffpir(
     own start level, lam 0.1 and 40 CG iterations (which only matter where the data step is not
     exact: CT) then gained on every task of the harness's validation phantoms (16 images):
     CT 23 views 43.80 against 42.08 dB with one level (0.5), lam 0.3 and 10 iterations.
-    MRI 4x still gains from more steps (199 steps: +1.4 dB on the harness's phantoms):
+    MRI 4x still gains from more steps (199 steps: +1.3 dB on the harness's phantoms):
     ``--steps 199`` there when time allows.
 
     ``cg_iters`` caps the CG iterations of each data step; CG stops sooner once every sample's
@@ -231,10 +231,11 @@ def solve_diffpir(
 
     ``kappa`` >= 1 denoises at kappa x each step's noise level
     (:func:`invdiff.guidance.steps.inflated_tweedie`). None (the default): the operator's own
-    factor, ``Operator.noise_inflation`` (ct_sparse and mri: 1.3; masking and others: 1). On
+    factor, ``Operator.noise_inflation`` (ct_sparse and mri: 1.5; masking and others: 1). On
     validation, 1.3 gained 0.37 dB on the suite's images at 128 px (flat regions and MRI 4x most)
     and lost 0.3 on inpainting; 1.3 for CT and MRI with 1 for masking gained 0.43 dB there and
-    0.11 on the harness's phantoms (docs/models.md, "Sampler defaults").
+    0.11 on the harness's phantoms; with relax 1.75, 1.5 gained a further 0.0 to 0.25 dB on CT
+    and MRI (docs/models.md, "Sampler defaults").
 
     ``relax`` in (0, 2] over-relaxes each data step (:func:`invdiff.guidance.steps.diffpir_step`).
     None (the default): the operator's own factor, ``Operator.data_relaxation`` (ct_sparse, mri
