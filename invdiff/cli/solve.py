@@ -107,8 +107,7 @@ def solve(
         None,
         "--kappa",
         help="DiffPIR: denoise at kappa x each step's noise level, >= 1, so that what earlier "
-        "steps got wrong is removed with the noise (default: the operator's own, ct_sparse and "
-        "mri 1.5, others 1).",
+        "steps got wrong is removed with the noise (default: the operator's own).",
     ),
     relax: float | None = typer.Option(
         None,
